@@ -1,0 +1,118 @@
+"""Input/output normalisation shared by every robaug transform.
+
+Every transform works internally on a float tensor of shape ``(B, C, H, W)`` with values in
+``[0, 1]`` on the input's device. :func:`to_float_batch` converts whatever the user passed (PIL
+image, ``(C, H, W)`` / ``(..., C, H, W)`` tensor in uint8 or float, ``tv_tensors.Image``) into that
+form and returns a function that converts a result back into the input's type, dtype, device and
+shape. uint8 is converted back with rounding, not truncation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import PIL.Image
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = ["to_float_batch", "check_finite", "is_image_input", "ImageRestorer"]
+
+ImageRestorer = Callable[[torch.Tensor], Any]
+
+
+def is_image_input(inpt: Any) -> bool:
+    """True for the inputs robaug transforms act on (PIL images and image tensors)."""
+    return isinstance(inpt, (PIL.Image.Image, torch.Tensor))
+
+
+def check_finite(x: torch.Tensor, name: str = "input") -> None:
+    """Raise a ValueError when ``x`` holds NaN or inf (one host-device sync)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"{name} contains NaN or inf values; robaug transforms need finite pixel values "
+            "(check the preceding transforms, e.g. a Normalize with std=0)."
+        )
+
+
+def to_float_batch(
+    inpt: Any, *, name: str = "input", validate: bool = True, range_tol: float = 1e-3
+) -> tuple[torch.Tensor, ImageRestorer]:
+    """Convert ``inpt`` to a float32 ``(B, C, H, W)`` tensor in ``[0, 1]``.
+
+    Returns ``(batch, restore)`` where ``restore(y)`` turns a float ``(B, C, H, W)`` result in
+    ``[0, 1]`` (same B and C, any H/W) back into the type, dtype, device and leading shape of
+    ``inpt``. ``validate`` checks for NaN/inf and, for float input, the ``[0, 1]`` range; it costs
+    one host-device sync and can be turned off in hot loops.
+    """
+    if isinstance(inpt, PIL.Image.Image):
+        mode = inpt.mode
+        if mode not in ("L", "RGB"):
+            raise TypeError(
+                f"{name}: PIL images must be mode 'L' or 'RGB', got {mode!r}; "
+                "convert first, e.g. img.convert('RGB')."
+            )
+        batch = TF.pil_to_tensor(inpt).unsqueeze(0).float().div_(255.0)
+
+        def restore_pil(y: torch.Tensor) -> PIL.Image.Image:
+            out = _to_uint8(y[0])
+            return TF.to_pil_image(out, mode=mode)
+
+        return batch, restore_pil
+
+    if not isinstance(inpt, torch.Tensor):
+        raise TypeError(
+            f"{name}: expected a PIL image, a torch.Tensor or a tv_tensors.Image, got {type(inpt).__name__}."
+        )
+
+    is_tv_image = isinstance(inpt, tv_tensors.Image)
+    plain = inpt.as_subclass(torch.Tensor)
+    if plain.ndim < 3:
+        raise ValueError(
+            f"{name}: expected shape (C, H, W) or (B, C, H, W), got {tuple(plain.shape)}; "
+            "add a channel dimension, e.g. x.unsqueeze(0) for a (H, W) grayscale image."
+        )
+    lead = plain.shape[:-3]
+    c, h, w = plain.shape[-3:]
+    if plain.numel() == 0:
+        raise ValueError(f"{name}: got an empty batch or image of shape {tuple(plain.shape)}.")
+    if c not in (1, 3):
+        raise ValueError(
+            f"{name}: expected 1 or 3 channels in dim -3, got shape {tuple(plain.shape)} "
+            f"({c} channels); robaug uses the (..., C, H, W) layout. For (H, W, C) arrays use "
+            "x.permute(2, 0, 1)."
+        )
+    dtype = plain.dtype
+    if dtype == torch.uint8:
+        batch = plain.reshape(-1, c, h, w).float().div_(255.0)
+    elif dtype.is_floating_point:
+        batch = plain.reshape(-1, c, h, w).float()
+        if validate:
+            check_finite(batch, name)
+            lo, hi = torch.aminmax(batch)
+            if float(lo) < -range_tol or float(hi) > 1.0 + range_tol:
+                raise ValueError(
+                    f"{name}: float images must lie in [0, 1], got values in [{float(lo):.3g}, {float(hi):.3g}]. "
+                    "Apply robaug transforms before Normalize, or pass uint8 images in [0, 255]."
+                )
+            batch = batch.clamp(0.0, 1.0)
+    else:
+        raise TypeError(
+            f"{name}: unsupported dtype {dtype}; use uint8 in [0, 255] or a float dtype in [0, 1]."
+        )
+
+    def restore_tensor(y: torch.Tensor) -> torch.Tensor:
+        if y.shape[0] != batch.shape[0]:
+            raise RuntimeError("internal: restore() got a batch of a different size")
+        if dtype == torch.uint8:
+            out = _to_uint8(y)
+        else:
+            out = y.to(dtype)
+        out = out.reshape(*lead, y.shape[1], y.shape[2], y.shape[3])
+        return tv_tensors.wrap(out, like=inpt) if is_tv_image else out
+
+    return batch, restore_tensor
+
+
+def _to_uint8(y: torch.Tensor) -> torch.Tensor:
+    return y.clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
