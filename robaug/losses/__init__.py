@@ -1,0 +1,1 @@
+"""Training losses: JSD consistency (AugMix/IPMix) and the DiffAug objective."""
