@@ -28,7 +28,7 @@ def is_image_input(inpt: Any) -> bool:
 
 def check_finite(x: torch.Tensor, name: str = "input") -> None:
     """Raise a ValueError when ``x`` holds NaN or inf (one host-device sync)."""
-    if not bool(torch.isfinite(x).all()):
+    if not bool(torch.isfinite(x.detach()).all()):
         raise ValueError(
             f"{name} contains NaN or inf values; robaug transforms need finite pixel values "
             "(check the preceding transforms, e.g. a Normalize with std=0)."
@@ -89,7 +89,7 @@ def to_float_batch(
         batch = plain.reshape(-1, c, h, w).float()
         if validate:
             check_finite(batch, name)
-            lo, hi = torch.aminmax(batch)
+            lo, hi = torch.aminmax(batch.detach())
             if float(lo) < -range_tol or float(hi) > 1.0 + range_tol:
                 raise ValueError(
                     f"{name}: float images must lie in [0, 1], got values in [{float(lo):.3g}, {float(hi):.3g}]. "

@@ -1,0 +1,340 @@
+import math
+import sys
+import types
+from pathlib import Path
+
+import PIL.Image
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from robaug.diffusion import CallableDenoiser, DiffusersDenoiser, schedule
+from robaug.losses.diffaug import diffaug_cross_entropy, diffaug_loss
+from robaug.transforms.diffaug import DiffAug, DiffAugEnsemble, diffuse_and_denoise
+
+TABLE = schedule.default_timestep_sigmas()
+
+
+def probe(in_channels=1, size_multiple=1, log=None):
+    """A denoiser whose output encodes sigma: out = (x0_hat + 1) / 2 = sigma / 200 (before any crop/average)."""
+
+    def fn(x, sigma, labels):
+        if log is not None:
+            log.append(tuple(x.shape))
+        return (sigma.float() / 100 - 1).view(-1, 1, 1, 1).expand_as(x).clone()
+
+    return CallableDenoiser(fn, in_channels=in_channels, size_multiple=size_multiple)
+
+
+def decode_t(out):
+    """Per-sample timestep from a probe output (B, C, H, W) in [0, 1]."""
+    sigma = out.flatten(1)[:, 0].double() * 200
+    return schedule.sigma_to_t(sigma, TABLE, "nearest")
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()
+
+
+def test_matches_manual_ddpm_forward_and_one_step_estimate(unet):
+    """DiffAug == paper's steps 1-5 written with diffusers' add_noise and the epsilon x0 formula."""
+    sched = DDPMScheduler(clip_sample=False)
+    aug = DiffAug(DiffusersDenoiser(unet, sched), generator=torch.Generator().manual_seed(5))
+    x = torch.rand(6, 3, 16, 16)
+    out = aug(x)
+    g = torch.Generator().manual_seed(5)  # documented draw order: t, then noise
+    t = torch.randint(0, 1000, (6,), generator=g)
+    n = torch.randn(6, 3, 16, 16, generator=g)
+    x_t = sched.add_noise(2 * x - 1, n, t)
+    with torch.no_grad():
+        eps = unet(x_t, t).sample
+    a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    ref = (((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1) + 1) / 2
+    assert len(set(t.tolist())) == 6
+    torch.testing.assert_close(out, ref, rtol=0, atol=2e-4)
+
+
+def test_same_seed_same_output_and_different_seed_differs(unet):
+    d = DiffusersDenoiser(unet, {})
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    a = DiffAug(d, generator=torch.Generator().manual_seed(1))(x)
+    b = DiffAug(d, generator=torch.Generator().manual_seed(1))(x)
+    c = DiffAug(d, generator=torch.Generator().manual_seed(2))(x)
+    assert a.dtype == torch.uint8 and torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(3)
+    g1 = DiffAug(d)(x)
+    torch.manual_seed(3)
+    assert torch.equal(g1, DiffAug(d)(x))  # global RNG path
+
+
+def test_per_sample_timesteps_are_uniform_over_t_range():
+    aug = DiffAug(probe(), t_range=(10, 20), generator=torch.Generator().manual_seed(0))
+    x = torch.full((4000, 1, 2, 2), 0.5)  # identical images
+    t = decode_t(aug(x))
+    assert t.min() == 10 and t.max() == 19
+    counts = torch.bincount(t - 10, minlength=10)
+    assert counts.min() > 300 and counts.max() < 500  # expected 400 each
+    t_full = decode_t(DiffAug(probe(), generator=torch.Generator().manual_seed(1))(x[:64]))
+    assert len(set(t_full.tolist())) > 50  # a batch of identical images gets different t
+
+
+def test_fixed_t_mode_and_per_sample_p():
+    x = torch.full((8, 1, 4, 4), 0.5)
+    assert decode_t(DiffAug(probe(), t=321)(x)).tolist() == [321] * 8
+    img = torch.randint(0, 256, (1000, 1, 4, 4), dtype=torch.uint8)
+    assert torch.equal(DiffAug(probe(), p=0.0)(img), img)
+    out = DiffAug(probe(), p=0.3, t_range=(500, 501), generator=torch.Generator().manual_seed(0))(img)
+    changed = (out != img).flatten(1).any(dim=1)
+    assert 250 < int(changed.sum()) < 350
+    unchanged = ~changed
+    assert torch.equal(out[unchanged], img[unchanged])
+    sig500 = float(TABLE[500])
+    assert torch.allclose(out[changed].float(), torch.tensor(round(sig500 / 200 * 255)).float())
+
+
+def test_p_below_one_applies_the_same_draws_as_p_one(unet):
+    d = DiffusersDenoiser(unet, {})
+    x = torch.rand(12, 3, 16, 16)
+    full = DiffAug(d, generator=torch.Generator().manual_seed(4))(x)
+    # p < 1 draws the coins after t: a reference with the same stream reproduces the selected samples
+    g = torch.Generator().manual_seed(4)
+    t = torch.randint(0, 1000, (12,), generator=g)
+    keep = torch.rand(12, generator=g) >= 0.5
+    noise = torch.randn(12, 3, 16, 16, generator=g)
+    part = DiffAug(d, p=0.5, generator=torch.Generator().manual_seed(4))(x)
+    ref = diffuse_and_denoise(x, d, d.sigma_at(t), noise=noise).detach()
+    assert torch.equal(part[keep], x[keep])
+    torch.testing.assert_close(part[~keep], ref[~keep])
+    assert full.shape == part.shape
+
+
+def test_input_types_and_passthrough():
+    aug = DiffAug(probe(in_channels=3), t=100)
+    pil = PIL.Image.new("RGB", (9, 7), (10, 200, 30))
+    out = aug(pil)
+    assert isinstance(out, PIL.Image.Image) and out.mode == "RGB" and out.size == (9, 7)
+    chw = torch.randint(0, 256, (3, 7, 9), dtype=torch.uint8)
+    assert aug(chw).shape == (3, 7, 9) and aug(chw).dtype == torch.uint8
+    img = tv_tensors.Image(torch.rand(2, 3, 7, 9, dtype=torch.float64))
+    out = aug(img)
+    assert isinstance(out, tv_tensors.Image) and out.dtype == torch.float64
+    lead = torch.rand(2, 2, 3, 5, 5)
+    assert aug(lead).shape == lead.shape
+    # labels, masks and boxes pass through untouched
+    mask = tv_tensors.Mask(torch.ones(7, 9, dtype=torch.uint8))
+    boxes = tv_tensors.BoundingBoxes([[1, 1, 4, 4]], format="XYXY", canvas_size=(7, 9))
+    out_img, label, out_mask, out_boxes = aug(tv_tensors.Image(chw), 3, mask, boxes)
+    assert label == 3 and out_mask is mask and out_boxes is boxes
+    assert not torch.equal(out_img, chw)
+    x, y = aug(torch.rand(3, 7, 9), torch.tensor(5))
+    assert y.item() == 5
+    pipeline = v2.Compose([v2.PILToTensor(), DiffAug(probe(in_channels=1), t=5), v2.ToDtype(torch.float32, scale=True)])
+    assert pipeline(PIL.Image.new("L", (6, 6))).shape == (1, 6, 6)
+
+
+def test_padding_to_model_multiple_and_crop_back():
+    log = []
+    aug = DiffAug(probe(in_channels=1, size_multiple=8, log=log), t=10)
+    out = aug(torch.rand(2, 1, 30, 21))
+    assert out.shape == (2, 1, 30, 21) and log[-1] == (2, 1, 32, 24)
+    tiny = aug(torch.rand(1, 1, 3, 3))  # reflect padding impossible (pad >= size): replicate
+    assert tiny.shape == (1, 1, 3, 3) and log[-1] == (1, 1, 8, 8)
+
+
+def test_padding_keeps_unet_results_in_the_interior(unet):
+    d = DiffusersDenoiser(unet, {})
+    x = torch.rand(2, 3, 15, 15)
+    out = diffuse_and_denoise(x, d, d.sigma_at(torch.tensor([100, 600])), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    xp = F.pad(2 * x - 1, (0, 1, 0, 1), mode="reflect")
+    s = d.sigma_at(torch.tensor([100, 600]))
+    noisy = xp + s.float().view(-1, 1, 1, 1) * torch.randn(2, 3, 16, 16, generator=g)
+    with torch.no_grad():
+        ref = (d(noisy, s).clamp(-1, 1)[..., :15, :15] + 1) / 2
+    torch.testing.assert_close(out.detach(), ref)
+
+
+def test_grayscale_image_with_rgb_model_and_reverse_rejected():
+    log = []
+
+    def fn(x, sigma, labels):
+        log.append(x.shape)
+        # different value per channel: the result must be their mean
+        return torch.stack([torch.full_like(x[:, 0], v) for v in (-0.6, 0.0, 0.3)], dim=1)
+
+    aug = DiffAug(CallableDenoiser(fn, in_channels=3), t=50)
+    out = aug(torch.rand(2, 1, 5, 5))
+    assert log[-1][1] == 3 and out.shape == (2, 1, 5, 5)
+    torch.testing.assert_close(out, torch.full_like(out, (-0.1 + 1) / 2))
+    with pytest.raises(ValueError, match="Grayscale"):
+        DiffAug(probe(in_channels=1), t=5)(torch.rand(3, 5, 5))
+
+
+def test_clear_errors():
+    aug = DiffAug(probe())
+    with pytest.raises(ValueError, match="NaN"):
+        aug(torch.full((1, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="empty"):
+        aug(torch.zeros(0, 1, 4, 4))
+    with pytest.raises(TypeError, match="dtype"):
+        aug(torch.zeros(1, 4, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        aug(torch.full((1, 4, 4), 3.0))
+    with pytest.raises(ValueError, match="t_range"):
+        DiffAug(probe(), t_range=(0, 1001))
+    with pytest.raises(ValueError, match="t_range"):
+        DiffAug(probe(), t_range=(5, 5))
+    with pytest.raises(ValueError, match="p must"):
+        DiffAug(probe(), p=1.5)
+    with pytest.raises(ValueError, match="t must"):
+        DiffAug(probe(), t=1000)
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        DiffAug(probe(), autocast_dtype=torch.float64)
+    with pytest.raises(TypeError, match="Denoiser"):
+        DiffAug(nn.Identity())
+    cond = CallableDenoiser(lambda x, s, y: x, num_classes=10)
+    with pytest.raises(ValueError, match="null_label"):
+        DiffAug(cond)
+    on_meta = DiffusersDenoiser(
+        UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,), norm_num_groups=8,
+                    down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), layers_per_block=1), {}
+    ).to("meta")
+    with pytest.raises(RuntimeError, match=r"\.to\("):
+        DiffAug(on_meta)(torch.rand(1, 8, 8))
+
+
+def test_module_behaviour_no_grad_micro_batch_autocast(unet):
+    d = DiffusersDenoiser(unet, {})
+    aug = DiffAug(d, generator=torch.Generator().manual_seed(0))
+    assert any(k.startswith("denoiser.unet.") for k in aug.state_dict())
+    assert not any("timestep_sigmas" in k for k in aug.state_dict())
+    x = torch.rand(5, 3, 16, 16, requires_grad=True)
+    out = aug(x)
+    assert not out.requires_grad
+    small = DiffAug(d, micro_batch=2, generator=torch.Generator().manual_seed(0))(x)
+    torch.testing.assert_close(small, out, rtol=0, atol=2e-4)  # conv round-off depends on batch size
+    bf16 = DiffAug(d, autocast_dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0))(x)
+    assert bf16.dtype == torch.float32 and (bf16 - out).abs().mean() < 0.05
+    assert "t_range=(0, 1000)" in repr(aug)
+
+
+def test_string_denoiser_goes_through_hub(monkeypatch):
+    calls = []
+    fake = types.ModuleType("robaug.hub")
+
+    def load_denoiser(name, **kw):
+        calls.append(name)
+        return probe()
+
+    fake.load_denoiser = load_denoiser
+    monkeypatch.setitem(sys.modules, "robaug.hub", fake)
+    aug = DiffAug("fmnist-ddpm", t=3)
+    assert calls == ["fmnist-ddpm"] and aug(torch.rand(1, 4, 4)).shape == (1, 4, 4)
+
+
+class Linear(nn.Module):
+    def __init__(self, c=1, k=4, hw=4):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(c * hw * hw, k)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.flatten(1)) * 3
+
+
+def test_ensemble_equals_average_of_softmaxes():
+    clf = Linear()
+    d = probe()
+    ens = DiffAugEnsemble(clf, d, timesteps=[0, 100, 400])
+    x = torch.rand(5, 1, 4, 4)
+    out = ens(x)
+    views = [x] + [torch.full_like(x, float(TABLE[t]) / 200) for t in (100, 400)]
+    probs = torch.stack([clf(v).softmax(1) for v in views]).mean(0)
+    torch.testing.assert_close(out, probs.log())
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(5))
+    # drop-in classifier: cross_entropy on the output is the NLL of the averaged probabilities
+    y = torch.tensor([0, 1, 2, 3, 0])
+    torch.testing.assert_close(F.cross_entropy(out, y), -probs[torch.arange(5), y].log().mean())
+    torch.testing.assert_close(DiffAugEnsemble(clf, d, [0, 100, 400], return_probs=True)(x), probs)
+    only_raw = DiffAugEnsemble(clf, d, timesteps=[0])(x)
+    torch.testing.assert_close(only_raw, clf(x).log_softmax(1))
+    clf.calls = 0
+    chunked = DiffAugEnsemble(clf, d, timesteps=[0, 100, 400], micro_batch=2)(x)
+    torch.testing.assert_close(chunked, out)
+    assert clf.calls == 3 * 3  # 3 chunks x 3 views
+    with pytest.raises(ValueError, match="timesteps"):
+        DiffAugEnsemble(clf, d, timesteps=[0, 1000])
+
+
+def test_ensemble_gradients(unet):
+    clf = Linear(c=3, k=3, hw=16)
+    d = DiffusersDenoiser(unet, {})
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    DiffAugEnsemble(clf, d, timesteps=[0, 50])(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # through the t=0 view
+    x2 = x.detach().clone().requires_grad_(True)
+    lp = DiffAugEnsemble(clf, d, timesteps=[50], differentiable=True)(x2)
+    lp[:, 0].sum().backward()
+    assert x2.grad.abs().sum() > 0  # through the denoiser
+    x3 = x.detach().clone().requires_grad_(True)
+    DiffAugEnsemble(clf, d, timesteps=[50])(x3).sum().backward()
+    assert x3.grad is None  # denoiser under no_grad by default
+
+
+def test_diffaug_loss_is_ce_clean_plus_ce_augmented_in_one_forward():
+    clf = Linear(k=3)
+    x = torch.rand(4, 1, 4, 4)
+    y = torch.tensor([0, 1, 2, 1])
+    aug = DiffAug(probe(), t=200)
+    clf.calls = 0
+    loss, logits_clean = diffaug_loss(clf, x, y, aug, preprocess=lambda v: (v - 0.5) / 0.25)
+    assert clf.calls == 1
+    xa = aug(x)
+    ref = F.cross_entropy(clf((x - 0.5) / 0.25), y) + F.cross_entropy(clf((xa - 0.5) / 0.25), y)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(logits_clean, clf((x - 0.5) / 0.25))
+    loss.backward()
+    assert clf.fc.weight.grad is not None
+    ls = diffaug_cross_entropy(clf(x), clf(xa), y, label_smoothing=0.1)
+    assert ls.item() > 0
+
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "robaug" / "weights" / "fmnist-ddpm.safetensors"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="built-in fmnist-ddpm weights not trained yet")
+def test_builtin_fmnist_denoiser_denoises_real_images():
+    from robaug.data import load_fashion_mnist
+    from robaug.hub import load_denoiser
+
+    torch.set_num_threads(1)
+    d = load_denoiser("fmnist-ddpm")
+    images, labels = load_fashion_mnist(train=False)
+    x = images[:32].float() / 255
+    x0 = 2 * x - 1
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in (50, 150, 300):
+            s = float(d.sigma_at(torch.tensor(t)))
+            noisy = x0 + s * torch.randn(x0.shape, generator=g)
+            den = d(noisy, s).clamp(-1, 1)
+            mse_den = (den - x0).pow(2).mean().item()
+            # a trained denoiser beats the noisy input and the best constant (the data mean) by a wide margin
+            assert mse_den < 0.5 * min(s * s, x0.var().item()), (t, mse_den)
+            cond = d(noisy, s, labels[:32]).clamp(-1, 1)
+            assert (cond - x0).pow(2).mean().item() <= 1.2 * mse_den  # the right label does not hurt
+    out = DiffAug(d, t_range=(0, 200), generator=torch.Generator().manual_seed(0))((x * 255).round().to(torch.uint8))
+    psnr = 10 * math.log10(1 / (out.float() / 255 - x).pow(2).mean().item())
+    assert psnr > 15
