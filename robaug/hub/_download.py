@@ -1,0 +1,191 @@
+"""The one download routine: URL -> temp file next to the target -> sha256 while streaming -> atomic rename.
+
+Guarantees, whatever happens on the wire:
+
+* the target path either does not exist or holds a complete file (never a partial one): bytes go to a
+  uniquely named ``.part`` file in the same directory and are moved into place with ``os.replace`` only
+  after the length and the hash were checked; on any error the ``.part`` file is deleted;
+* a sha256 mismatch raises :class:`ChecksumError` and leaves nothing behind;
+* a transfer that ends before ``Content-Length`` bytes raises :class:`IncompleteDownloadError`;
+* concurrent callers (threads or processes) downloading the same target serialise on a file lock kept
+  under ``<cache>/.locks``; the second one finds the finished file and does not download again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+from filelock import FileLock
+
+__all__ = [
+    "download_file",
+    "DownloadError",
+    "ChecksumError",
+    "IncompleteDownloadError",
+    "RemoteFileNotFoundError",
+    "sha256_file",
+]
+
+_CHUNK = 1 << 20
+_USER_AGENT = "robaug-hub/0.1 (+python-urllib)"
+
+
+class DownloadError(OSError):
+    """A weights file could not be downloaded."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded bytes do not have the expected sha256."""
+
+
+class IncompleteDownloadError(DownloadError):
+    """The server closed the connection before sending the whole file."""
+
+
+class RemoteFileNotFoundError(DownloadError, FileNotFoundError):
+    """The server answered 404 for the requested file."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _StripAuthOnHostChange(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (the Hub redirects LFS files to a CDN) without leaking the token to another host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib hook
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            for key in list(new.headers):
+                if key.lower() == "authorization":
+                    del new.headers[key]
+            new.unredirected_hdrs.pop("Authorization", None)
+        return new
+
+
+def _open(url: str, headers: Mapping[str, str] | None, timeout: float):
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, **(headers or {})})
+    opener = urllib.request.build_opener(_StripAuthOnHostChange)
+    return opener.open(request, timeout=timeout)
+
+
+def _lock_path(dest: Path, lock_dir: Path | None) -> Path:
+    if lock_dir is None:
+        lock_dir = dest.parent / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:32]
+    return lock_dir / f"{key}.lock"
+
+
+def _fetch_to(url: str, tmp: Path, *, headers, timeout: float, progress: bool, desc: str) -> tuple[str, int]:
+    """Stream ``url`` into ``tmp``; return (sha256 hex, number of bytes). Raises on HTTP errors and short reads."""
+    from tqdm.auto import tqdm
+
+    try:
+        response = _open(url, headers, timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise RemoteFileNotFoundError(f"{url} does not exist (HTTP 404)") from None
+        if err.code in (401, 403):
+            raise DownloadError(
+                f"{url} refused access (HTTP {err.code}). If the file is private or gated, log in with "
+                "`hf auth login` or set HF_TOKEN, and accept the model's terms on its Hub page."
+            ) from None
+        raise DownloadError(f"{url} failed with HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise DownloadError(f"could not reach {url}: {reason}") from None
+
+    digest = hashlib.sha256()
+    received = 0
+    with response:
+        length_header = response.headers.get("Content-Length")
+        expected = int(length_header) if length_header and length_header.isdigit() else None
+        bar = tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                   disable=not progress, leave=False)
+        try:
+            with open(tmp, "wb") as out:
+                while True:
+                    try:
+                        block = response.read(_CHUNK)
+                    except http.client.IncompleteRead as err:
+                        block = err.partial
+                        if block:
+                            out.write(block)
+                            digest.update(block)
+                            received += len(block)
+                        raise IncompleteDownloadError(
+                            f"the transfer of {url} was cut short after {received} of {expected} bytes"
+                        ) from None
+                    except OSError as err:  # connection reset, timeout, ...
+                        raise IncompleteDownloadError(
+                            f"the transfer of {url} broke off after {received} bytes: {err}"
+                        ) from None
+                    if not block:
+                        break
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+                    bar.update(len(block))
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            bar.close()
+    if expected is not None and received != expected:
+        raise IncompleteDownloadError(
+            f"the transfer of {url} ended after {received} of {expected} bytes (Content-Length)"
+        )
+    return digest.hexdigest(), received
+
+
+def download_file(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+    lock_dir: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
+    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` when given; return ``dest``.
+
+    If ``dest`` already exists it is returned without any network access (unless ``force``), so a second
+    call is free. ``lock_dir`` holds the inter-process lock files (default: ``dest.parent / ".locks"``).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected_sha = sha256.lower() if sha256 else None
+    lock = FileLock(str(_lock_path(dest, Path(lock_dir) if lock_dir is not None else None)))
+    with lock:
+        if dest.exists() and not force:
+            return dest  # complete by construction: only os.replace ever creates it
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+        try:
+            actual_sha, size = _fetch_to(url, tmp, headers=headers, timeout=timeout, progress=progress,
+                                         desc=dest.name)
+            if expected_sha is not None and actual_sha != expected_sha:
+                raise ChecksumError(
+                    f"sha256 mismatch for {url}: expected {expected_sha}, got {actual_sha} ({size} bytes). "
+                    "The file was discarded; nothing was written to the cache. If the source changed on "
+                    "purpose, update the registry entry's sha256."
+                )
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return dest
