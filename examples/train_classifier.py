@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Train a classifier with a robustness augmentation recipe (baseline, AugMix, IPMix(+JSD), DiffAug,
+DiffAug + IPMix + JSD) and evaluate it on clean and corrupted test data.
+
+    python examples/train_classifier.py --help
+    python examples/train_classifier.py --preset fmnist-cpu --recipe diffaug --epochs 1 --out-dir runs/fmnist-diffaug
+    torchrun --nproc_per_node 4 examples/train_classifier.py --dataset cifar10 --data-root data \\
+        --preset cifar-wrn40-4 --recipe ipmix_jsd --amp bf16 --channels-last --out-dir runs/c10-ipmix
+
+The logic lives in robaug.recipes (train.py: the loop; augment.py: the recipes; cli.py: these flags).
+"""
+
+import sys
+
+from robaug.recipes.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""placeholder"""
+def quick_compare(*a, **k):
+    raise NotImplementedError

@@ -1,0 +1,552 @@
+"""The classifier training loop behind ``examples/train_classifier.py``.
+
+One function, :func:`train`, runs a :class:`TrainConfig` on one process or under ``torchrun`` (DDP, NCCL on
+GPUs, gloo on CPUs) and writes into ``out_dir``:
+
+* ``config.json``; ``checkpoint.pt`` (every ``ckpt_every`` steps and at every epoch end, atomically replaced);
+* ``metrics.jsonl`` and ``metrics.csv`` (training loss terms, learning rate, throughput, test accuracy);
+* ``model.safetensors`` (the final weights; the EMA weights when ``ema_decay > 0``) and ``results.json``
+  (clean accuracy, corruption accuracy, optionally the DiffAug Ensemble's).
+
+Determinism and resuming: every random draw is a function of ``(seed, step)`` (see :mod:`.seeding` and
+:mod:`.loader`), and the checkpoint holds the model, optimiser, grad scaler, EMA and metric history. Rerunning
+the same command after the process was killed continues from the last checkpoint and reaches the same final
+weights as an uninterrupted run (bit for bit on the same machine and thread count). ``batch_size`` is the
+global batch: a DDP run with W processes uses ``batch_size / W`` per process and sees the same samples and
+the same base-augmentation draws as a single-process run.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .augment import DeviceAugment, SampleAugment, get_recipe, recipe_loss
+from .datasets import DatasetInfo, TensorImages, load_dataset
+from .loader import ShardedBatchSampler, make_loader, stack_views, tensor_batches
+from .seeding import derive_seed
+
+__all__ = ["TrainConfig", "train", "ModelEMA", "lr_at", "build_model"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. Fields marked "(no effect on the result)" may change between resumes."""
+
+    # data
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None
+    download: bool = False
+    train_subset: int | None = None
+    test_subset: int | None = None
+    img_size: int | None = None
+    # model
+    model: str = "small_cnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # recipe
+    recipe: str = "baseline"
+    jsd_weight: float = 12.0
+    ipmix_on: str = "device"  #: "device" (batched) or "workers" (per sample)
+    ipmix_kwargs: dict[str, Any] = field(default_factory=dict)
+    augmix_severity: int = 3
+    denoiser: str = "fmnist-ddpm"
+    diffaug_t_range: tuple[int, int] = (0, 1000)
+    diffaug_bf16: bool = False
+    # optimisation
+    epochs: int = 1
+    steps: int | None = None  #: total optimiser steps (overrides epochs)
+    batch_size: int = 128  #: global batch size (all processes together)
+    optimizer: str = "sgd"  #: "sgd" (Nesterov) or "adamw"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    ema_decay: float = 0.0  #: 0 disables the weight EMA
+    seed: int = 0
+    amp: str = "none"  #: "none", "bf16" or "fp16" (fp16 uses a GradScaler)
+    channels_last: bool = False
+    # system (no effect on the result)
+    device: str = "auto"
+    num_workers: int = 0
+    out_dir: str = "runs/classifier"
+    resume: bool = True
+    ckpt_every: int = 500
+    log_every: int = 50
+    progress: bool = True
+    # evaluation (no effect on the trained weights)
+    eval_every_epoch: bool = True
+    eval_corruptions: bool = True
+    corruption_root: str | None = None
+    corruption_images: int = 1000
+    corruption_seed: int = 0
+    corruptions: list[str] | None = None
+    eval_de: bool = False
+    de_timesteps: list[int] = field(default_factory=lambda: list(range(0, 500, 50)))
+    de_images: int | None = 200
+    eval_batch_size: int = 500
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        get_recipe(self.recipe)
+        if self.ipmix_on not in ("device", "workers"):
+            raise ValueError(f"ipmix_on must be 'device' or 'workers', got {self.ipmix_on!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        self.diffaug_t_range = tuple(int(t) for t in self.diffaug_t_range)  # type: ignore[assignment]
+
+    #: fields that may differ between the interrupted run and its resumption
+    RESUME_FREE = (
+        "device", "num_workers", "out_dir", "resume", "ckpt_every", "log_every", "progress", "eval_every_epoch",
+        "eval_corruptions", "corruption_root", "corruption_images", "corruption_seed", "corruptions", "eval_de",
+        "de_timesteps", "de_images", "eval_batch_size", "cache_dir", "data_root", "download",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["diffaug_t_range"] = list(self.diffaug_t_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# --------------------------------------------------------------------------------------------------------
+# pieces
+# --------------------------------------------------------------------------------------------------------
+
+
+class ModelEMA(nn.Module):
+    """Exponential moving average of a model's weights, ``e <- d e + (1 - d) w`` after every step, with the
+    warm-up ``d_t = min(decay, (1 + t) / (10 + t))``; integer buffers (BN counters) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = float(decay)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        ema_sd, sd = self.module.state_dict(), model.state_dict()
+        floats_e, floats_m = [], []
+        for k, e in ema_sd.items():
+            m = sd[k]
+            if e.dtype.is_floating_point:
+                floats_e.append(e)
+                floats_m.append(m.detach())
+            else:
+                e.copy_(m)
+        if floats_e:
+            torch._foreach_lerp_(floats_e, floats_m, 1.0 - d)
+        self.num_updates += 1
+
+
+def lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total`` (per iteration)."""
+    if warmup > 0 and step < warmup:
+        return base_lr * (step + 1) / warmup
+    span = max(1, total - warmup)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
+def build_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
+    """``create_model(cfg.model)`` wrapped so that it takes [0, 1] images (normalises inside)."""
+    from robaug.models import Normalized, create_model
+
+    kwargs = dict(cfg.model_kwargs)
+    kwargs.setdefault("img_size", info.img_size)
+    net = create_model(cfg.model, info.num_classes, in_channels=info.in_channels, **kwargs)
+    return Normalized(net, info.mean, info.std)
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    initialised_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if device not in ("auto", "cuda", "cpu"):
+        dev = torch.device(device)
+        use_cuda = dev.type == "cuda"
+    elif use_cuda:
+        dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
+    else:
+        dev = torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    here = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        here = True
+    rank = dist.get_rank() if world > 1 else 0
+    return _Dist(rank, world, local_rank, dev, here)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_CSV_FIELDS = ["step", "epoch", "lr", "loss", "ce", "ce_diffaug", "jsd", "train_acc", "test_acc",
+               "img_per_s", "elapsed_s"]
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    _atomic_write_text("".join(json.dumps(h) + "\n" for h in history), out / "metrics.jsonl")
+    tmp = out / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore", restval="")
+        w.writeheader()
+        for h in history:
+            w.writerow(h)
+    os.replace(tmp, out / "metrics.csv")
+
+
+def _check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    diff = [k for k in now if k not in TrainConfig.RESUME_FREE and json.dumps(saved.get(k)) != json.dumps(now[k])]
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(
+            f"{path} was written by a run with a different configuration ({detail}); use another out_dir, "
+            "or resume=False (--no-resume) to start over"
+        )
+
+
+@torch.no_grad()
+def _test_accuracy(model: nn.Module, test: Any, info: DatasetInfo, d: _Dist, batch_size: int,
+                   amp_dtype: torch.dtype | None, channels_last: bool) -> float:
+    """Clean test accuracy, the test set sharded over the processes."""
+    was = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=d.device)
+    total = torch.zeros((), dtype=torch.long, device=d.device)
+    if isinstance(test, TensorImages):
+        idx = torch.arange(d.rank, len(test), d.world_size)
+        batches = ((test.images[idx[i:i + batch_size]], test.labels[idx[i:i + batch_size]])
+                   for i in range(0, len(idx), batch_size))
+    else:
+        from torch.utils.data import DataLoader, Subset
+
+        from .loader import SampleDataset
+
+        ds = Subset(SampleDataset(test, SampleAugment(info, None, train=False)), range(d.rank, len(test), d.world_size))
+        batches = DataLoader(ds, batch_size=batch_size)
+    for x, y in batches:
+        x = x.to(d.device, non_blocking=True).float().div_(255.0)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred = model(x).argmax(1)
+        correct += (pred == y.to(d.device)).sum()
+        total += y.numel()
+    if d.world_size > 1:
+        both = torch.stack([correct, total])
+        dist.all_reduce(both)
+        correct, total = both[0], both[1]
+    model.train(was)
+    return float(correct) / max(1, int(total))
+
+
+# --------------------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume) ``cfg`` and evaluate; returns the results (also written to ``results.json``)."""
+    d = _setup_distributed(cfg.device)
+    try:
+        return _train(cfg, d)
+    finally:
+        if d.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _log(msg: str, d: _Dist) -> None:
+    if d.main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
+    out = Path(cfg.out_dir)
+    spec = get_recipe(cfg.recipe)
+    results_path = out / "results.json"
+    ckpt_path = out / "checkpoint.pt"
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ---- data -----------------------------------------------------------------------------------------
+    train_ds, info = load_dataset(cfg.dataset, cfg.data_root, train=True, subset=cfg.train_subset,
+                                  download=cfg.download, img_size=cfg.img_size)
+    test_ds, _ = load_dataset(cfg.dataset, cfg.data_root, train=False, subset=cfg.test_subset,
+                              download=cfg.download, img_size=cfg.img_size)
+    in_memory = isinstance(train_ds, TensorImages)
+    mixer_in_workers = spec.mixer == "augmix" or (spec.mixer == "ipmix" and cfg.ipmix_on == "workers")
+    base_on_device = in_memory and not mixer_in_workers
+    use_loader = not in_memory or mixer_in_workers
+    sample_tf = SampleAugment(info, spec, train=True, base=not base_on_device, mixer_in_worker=mixer_in_workers,
+                              ipmix_kwargs=cfg.ipmix_kwargs, augmix_severity=cfg.augmix_severity) if use_loader else None
+
+    steps_per_epoch = len(train_ds) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_ds)} samples)")
+    total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
+    if cfg.batch_size % d.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} (global) must be divisible by the {d.world_size} processes")
+    local_batch = cfg.batch_size // d.world_size
+
+    # ---- model, optimiser, EMA, AMP -------------------------------------------------------------------
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    model = build_model(cfg, info).to(d.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(cfg, model)
+    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    scaler = torch.amp.GradScaler(d.device.type, enabled=cfg.amp == "fp16")
+
+    denoiser = None
+    if spec.diffaug or cfg.eval_de:
+        from robaug.hub import load_denoiser
+
+        denoiser = load_denoiser(cfg.denoiser).to(d.device).eval()
+    augment = DeviceAugment(
+        info, spec, base_on_device=base_on_device, mixer_on_device=not mixer_in_workers,
+        denoiser=denoiser if spec.diffaug else None,
+        diffaug_kwargs=dict(t_range=cfg.diffaug_t_range, autocast_dtype=torch.bfloat16 if cfg.diffaug_bf16 else None),
+        ipmix_kwargs=cfg.ipmix_kwargs,
+    ).to(d.device)
+
+    # ---- resume -------------------------------------------------------------------------------------------
+    step, history, train_seconds = 0, [], 0.0
+    if cfg.resume and results_path.is_file():
+        done = json.loads(results_path.read_text())
+        _check_resume(done["config"], cfg, results_path)
+        _log(f"{results_path} exists: the run is complete", d)
+        return done
+    if cfg.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=d.device, weights_only=True)
+        _check_resume(ck["config"], cfg, ckpt_path)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        step, history, train_seconds = int(ck["step"]), list(ck["history"]), float(ck["train_seconds"])
+        _log(f"resumed from {ckpt_path} at step {step}/{total_steps}", d)
+    if d.main:
+        _atomic_write_text(json.dumps(cfg.to_dict(), indent=2), out / "config.json")
+        _write_metrics(out, history)
+
+    def save_checkpoint() -> None:
+        if not d.main:
+            return
+        state = {
+            "config": cfg.to_dict(), "step": step, "history": history, "train_seconds": train_seconds,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else {},
+        }
+        _atomic_save(state, ckpt_path)
+        _write_metrics(out, history)
+        print(f"checkpoint step {step}", flush=True)
+
+    net: nn.Module = model
+    if d.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    # ---- loop ---------------------------------------------------------------------------------------------
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (cfg.progress and d.main), desc=spec.name,
+               unit="step", dynamic_ncols=True)
+    sums: dict[str, torch.Tensor] = {}
+    n_sum, seen_since = 0, 0
+    t_log = time.perf_counter()
+    model.train()
+    while step < total_steps:
+        epoch, first = divmod(step, steps_per_epoch)
+        stop = min(steps_per_epoch, first + (total_steps - step))
+        sampler = ShardedBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=d.rank,
+                                      world_size=d.world_size, start=first, stop=stop, with_seeds=use_loader)
+        if use_loader:
+            batches = make_loader(train_ds, sampler, sample_tf, num_workers=cfg.num_workers,
+                                  pin_memory=d.device.type == "cuda")
+        else:
+            batches = tensor_batches(train_ds.images, train_ds.labels, sampler)  # type: ignore[union-attr]
+        t_epoch = time.perf_counter()
+        for images, labels in batches:
+            t_step = time.perf_counter()
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, total_steps, cfg.lr, cfg.warmup_steps)
+            torch.manual_seed(derive_seed(cfg.seed, "global", step, d.rank))
+            if isinstance(images, (list, tuple)):
+                images = [v.to(d.device, non_blocking=True) for v in images]
+            else:
+                images = images.to(d.device, non_blocking=True)
+            labels = labels.to(d.device, non_blocking=True)
+            views = augment(images, derive_seed(cfg.seed, step), rank_seed=derive_seed(cfg.seed, step, d.rank),
+                            total=cfg.batch_size, offset=d.rank * local_batch)
+            x = stack_views(views)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = net(x)
+            loss, terms = recipe_loss(logits, labels, spec, jsd_weight=cfg.jsd_weight,
+                                      label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(model, step)
+            step += 1
+            train_seconds += time.perf_counter() - t_step
+
+            terms["loss"] = loss.detach()
+            terms["train_acc"] = (logits[: labels.shape[0]].argmax(1) == labels).float().mean()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v.float()
+            n_sum += 1
+            seen_since += cfg.batch_size
+            bar.update(1)
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if step % cfg.log_every == 0 or end_of_epoch:
+                keys = sorted(sums)
+                vals = torch.stack([sums[k] / n_sum for k in keys])
+                if d.world_size > 1:
+                    dist.all_reduce(vals)
+                    vals /= d.world_size
+                now = time.perf_counter()
+                rec = {"step": step, "epoch": step / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
+                       **{k: float(v) for k, v in zip(keys, vals.tolist())},
+                       "img_per_s": seen_since / max(1e-9, now - t_log), "elapsed_s": train_seconds}
+                if end_of_epoch and cfg.eval_every_epoch:
+                    eval_model = ema.module if ema is not None else model
+                    rec["test_acc"] = _test_accuracy(eval_model, test_ds, info, d, cfg.eval_batch_size, amp_dtype,
+                                                     cfg.channels_last)
+                history.append(rec)
+                bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", "train_acc", "test_acc") if k in rec})
+                sums, n_sum, seen_since, t_log = {}, 0, 0, time.perf_counter()
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or end_of_epoch:
+                save_checkpoint()
+        del batches
+        _ = t_epoch
+    bar.close()
+
+    if not d.main:
+        return {}
+    # ---- final weights and evaluation (main process) --------------------------------------------------------
+    final = ema.module if ema is not None else model
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in final.state_dict().items()}, str(out / "model.safetensors"))
+    torch.manual_seed(derive_seed(cfg.seed, "eval"))
+    evaluation = _evaluate(cfg, final, info, test_ds, d.device, denoiser, amp_dtype is not None)
+    if ema is not None:
+        evaluation["raw_model_clean_accuracy"] = _test_accuracy(
+            model, test_ds, info, _Dist(device=d.device), cfg.eval_batch_size, amp_dtype, cfg.channels_last)
+    results = {
+        "config": cfg.to_dict(),
+        "recipe_loss": spec.loss,
+        "steps": total_steps,
+        "epochs": total_steps / steps_per_epoch,
+        "train_seconds": train_seconds,
+        "train_images_per_s": total_steps * cfg.batch_size / max(1e-9, train_seconds),
+        "world_size": d.world_size,
+        **evaluation,
+    }
+    _atomic_write_text(json.dumps(results, indent=2), results_path)
+    _log(_summary_line(results), d)
+    return results
+
+
+def _evaluate(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, test_ds: Any, device: torch.device,
+              denoiser: nn.Module | None, amp: bool) -> dict[str, Any]:
+    from .evaluate import final_evaluation
+
+    return final_evaluation(
+        model, info, test_ds, device=device, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+        corruptions=cfg.eval_corruptions, corruption_root=cfg.corruption_root,
+        corruption_images=cfg.corruption_images, corruption_seed=cfg.corruption_seed,
+        corruption_names=cfg.corruptions, cache_dir=cfg.cache_dir,
+        denoiser=denoiser if cfg.eval_de else None, de_timesteps=cfg.de_timesteps, de_images=cfg.de_images,
+        amp=amp, progress=cfg.progress,
+    )
+
+
+def _summary_line(r: dict[str, Any]) -> str:
+    parts = [f"clean acc {100 * r['clean_accuracy']:.2f}%"]
+    if "corruption_accuracy" in r:
+        parts.append(f"corruption acc {100 * r['corruption_accuracy']:.2f}%")
+    de = r.get("diffaug_ensemble")
+    if de and "corruption_accuracy" in de:
+        parts.append(f"DE: clean {100 * de['clean_accuracy']:.2f}% / corruption {100 * de['corruption_accuracy']:.2f}%"
+                     f" (plain on the same {de['images']} images: {100 * de['plain_corruption_accuracy']:.2f}%)")
+    return f"{r['config']['recipe']}: " + ", ".join(parts) + f"; trained {r['train_seconds']:.0f}s"
+
+
+def parse_int_list(text: str | Sequence[int] | None) -> list[int] | None:
+    """``"0,50,100"`` or ``"0:500:50"`` -> list of ints."""
+    if text is None or not isinstance(text, str):
+        return None if text is None else [int(t) for t in text]
+    if ":" in text:
+        a, b, *c = (int(v) for v in text.split(":"))
+        return list(range(a, b, c[0] if c else 1))
+    return [int(t) for t in text.split(",") if t.strip()]
