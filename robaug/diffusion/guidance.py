@@ -1,0 +1,302 @@
+"""Guidance for diffusion sampling: classifier-free guidance plus composable gradient terms.
+
+Every sampler in robaug integrates the probability-flow ODE of a denoiser ``D(x, sigma, y)`` (VE view,
+``x = x0 + sigma * n``, data in ``[-1, 1]``). Guidance changes ``D`` before the solver uses it:
+
+* **Classifier-free guidance** (Ho & Salimans 2022) with scale ``w`` and the model's null label:
+
+      D_w = D(x, sigma, null) + w * (D(x, sigma, y) - D(x, sigma, null))
+
+  ``w = 1`` is plain conditional sampling, ``w = 0`` unconditional sampling.
+
+* **Gradient terms**: a term gives a per-sample objective ``J(x)`` to *increase* (e.g. ``log p(y | .)``);
+  with the score ``(D - x) / sigma^2`` this adds ``scale * grad_x J`` to the score, i.e.
+
+      D_guided = D + scale * lambda(sigma) * grad_x J,      lambda(sigma) = sigma^2       ("score" weighting)
+
+  which is classifier guidance in the form of Dhariwal & Nichol 2021
+  (``eps~ = eps - sqrt(1 - abar) * s * grad_{x_t} log p``). ``weighting="eps"`` uses
+  ``lambda(sigma) = sigma * sqrt(1 + sigma^2)``, which equals adding ``-scale * grad_{x_t} J`` to the DDPM
+  noise prediction (``eps~ = eps_hat + lambda * grad_{x_t} L`` in Contrastive-DP, with ``J = -L``).
+
+  A term evaluates ``J`` either on the denoised estimate ``x0_hat = D(x, sigma)`` (``space="x0"``; the gradient
+  flows back through the denoiser, the DiffAug paper's ``grad_{x_t} log p(y | x0_hat(x_t))``, which works with
+  ordinary classifiers trained on clean or DiffAug'd images) or on the noisy iterate itself (``space="xt"``,
+  for noise-aware classifiers). All active terms share one backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .adapters import DiffusersDenoiser, EDMDenoiser
+
+__all__ = [
+    "GuidanceTerm",
+    "ClassifierGuidance",
+    "GuidedDenoiser",
+    "guidance_weight",
+    "WEIGHTINGS",
+]
+
+WEIGHTINGS = ("score", "eps")
+
+
+def guidance_weight(sigma: float | torch.Tensor, weighting: str | Callable) -> float | torch.Tensor:
+    """``lambda(sigma)`` multiplying ``grad_x J`` in ``D_guided = D + scale * lambda(sigma) * grad_x J``."""
+    if callable(weighting):
+        return weighting(sigma)
+    if weighting == "score":
+        return sigma * sigma
+    if weighting == "eps":
+        if isinstance(sigma, torch.Tensor):
+            return sigma * torch.sqrt(1.0 + sigma * sigma)
+        return sigma * math.sqrt(1.0 + sigma * sigma)
+    raise ValueError(f"weighting must be one of {WEIGHTINGS} or a callable sigma -> weight, got {weighting!r}")
+
+
+class GuidanceTerm(nn.Module):
+    """Base class of a guidance term: a per-sample objective ``J`` whose gradient steers sampling.
+
+    Subclasses implement :meth:`objective`. ``scale`` multiplies the gradient; ``sigma_range=(lo, hi)``
+    restricts the term to evaluations with ``lo <= sigma <= hi`` (the part of the trajectory where it is
+    applied); ``space`` is ``"x0"`` (``J`` of the denoised estimate, gradient through the denoiser) or ``"xt"``
+    (``J`` of the noisy iterate). Stateful terms may override :meth:`reset` (called at the start of every
+    sampling call) and :meth:`update` (called after the guidance gradient of an evaluation was taken).
+    """
+
+    space: str = "x0"
+    #: set by terms whose :meth:`update` backpropagates through the objective's graph again
+    needs_graph_after_grad: bool = False
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        *,
+        sigma_range: tuple[float, float] | None = None,
+        weighting: str | Callable = "score",
+        space: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        lo, hi = (0.0, math.inf) if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1]))
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got {sigma_range}")
+        self.sigma_range = (lo, hi)
+        if not callable(weighting) and weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS} or a callable, got {weighting!r}")
+        self.weighting = weighting
+        if space is not None:
+            if space not in ("x0", "xt"):
+                raise ValueError(f"space must be 'x0' or 'xt', got {space!r}")
+            self.space = space
+
+    def active(self, sigma: float) -> bool:
+        lo, hi = self.sigma_range
+        return self.scale != 0.0 and lo <= sigma <= hi
+
+    def objective(
+        self, inp: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Per-sample objective ``(B,)`` to increase (or ``None`` to skip this evaluation).
+
+        ``inp`` is ``x0_hat`` (``space="x0"``, data scale ``[-1, 1]``) or the noisy iterate ``x`` (``"xt"``);
+        ``sigma`` is the ``(B,)`` noise level.
+        """
+        raise NotImplementedError
+
+    def reset(self, batch_size: int) -> None:
+        """Start of a sampling call."""
+
+    def update(self) -> None:
+        """After the guidance gradient of one evaluation has been taken."""
+
+    def config(self) -> dict:
+        """JSON-able settings (recorded in dataset manifests)."""
+        lo, hi = self.sigma_range
+        w = self.weighting if isinstance(self.weighting, str) else getattr(self.weighting, "__name__", "callable")
+        return {"type": type(self).__name__, "scale": self.scale, "sigma_range": [lo, None if math.isinf(hi) else hi],
+                "weighting": w, "space": self.space}
+
+
+class ClassifierGuidance(GuidanceTerm):
+    """Classifier guidance: ``J = log p(y | .)`` of a classifier, ``D~ = D + scale * lambda(sigma) * grad_x J``.
+
+    ``mode="x0"`` (default): ``J = log softmax(classifier((x0_hat + 1) / 2))[y]`` on the denoised estimate, with
+    the gradient taken through the denoiser (DiffAug paper, Sastry et al. 2024). ``classifier`` is any model
+    taking ``[0, 1]`` images and returning logits (wrap a model trained on normalised inputs in
+    ``robaug.models.Normalized``).
+
+    ``mode="xt"``: a noise-aware classifier called as ``classifier(x_t, sigma)`` on the DDPM-scaled noisy iterate
+    ``x_t = x / sqrt(1 + sigma^2)`` (the input of ADM's noisy classifiers; map ``sigma`` to a timestep with
+    ``denoiser.sigma_to_t`` inside your wrapper if it expects ``t``).
+
+    The classifier is put in eval mode (BatchNorm statistics must not change while sampling).
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module | Callable,
+        scale: float = 1.0,
+        *,
+        mode: str = "x0",
+        sigma_range: tuple[float, float] | None = None,
+        weighting: str | Callable = "score",
+    ) -> None:
+        if mode not in ("x0", "xt"):
+            raise ValueError(f"mode must be 'x0' (classifier on the denoised estimate) or 'xt' (noise-aware), got {mode!r}")
+        super().__init__(scale, sigma_range=sigma_range, weighting=weighting, space=mode)
+        if not callable(classifier):
+            raise TypeError(f"classifier must be callable (an nn.Module returning logits), got {type(classifier).__name__}")
+        if isinstance(classifier, nn.Module):
+            classifier.eval()
+        self.classifier = classifier
+        self.mode = mode
+
+    def objective(self, inp, sigma, class_labels):
+        if class_labels is None:
+            raise ValueError("classifier guidance needs target class labels: pass class_labels to the sampler")
+        if self.mode == "x0":
+            logits = self.classifier(inp * 0.5 + 0.5)
+        else:
+            s = sigma.to(inp.dtype).reshape(-1, *([1] * (inp.ndim - 1)))
+            logits = self.classifier(inp / torch.sqrt(1.0 + s * s), sigma)
+        if logits.ndim != 2 or logits.shape[0] != inp.shape[0]:
+            raise ValueError(f"classifier must return (B, num_classes) logits, got shape {tuple(logits.shape)}")
+        logp = F.log_softmax(logits.float(), dim=1)
+        return logp.gather(1, class_labels.long().reshape(-1, 1)).squeeze(1)
+
+    def config(self) -> dict:
+        return {**super().config(), "mode": self.mode, "classifier": type(self.classifier).__name__}
+
+
+class GuidedDenoiser(nn.Module):
+    """``D`` with classifier-free guidance and gradient terms applied; what the sampler loop calls.
+
+    ``forward(x, sigma, class_labels)`` returns the guided denoised estimate in ``x``'s dtype. ``sigma`` is a
+    Python float (one noise level for the whole batch). ``class_labels`` go to the denoiser when it is
+    class-conditional, and always to the guidance terms. The denoiser is called in :meth:`input_dtype` and its
+    output cast back to ``x``'s dtype (the sampler state may be float64); see :meth:`input_dtype`.
+
+    ``grad_through_denoiser=False`` takes ``x0``-space gradients with respect to ``x0_hat`` and uses them as
+    gradients with respect to ``x`` (skips the backward pass through the denoiser; cheaper, cruder).
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        *,
+        cfg_scale: float = 1.0,
+        terms: Sequence[GuidanceTerm] = (),
+        grad_through_denoiser: bool = True,
+        model_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.cfg_scale = float(cfg_scale)
+        self.terms = nn.ModuleList(terms)
+        for t in self.terms:
+            if not isinstance(t, GuidanceTerm):
+                raise TypeError(f"guidance terms must be GuidanceTerm instances, got {type(t).__name__}")
+        self.grad_through_denoiser = bool(grad_through_denoiser)
+        self._model_dtype = model_dtype
+        nc = getattr(denoiser, "num_classes", None)
+        if self.cfg_scale != 1.0 and (nc is None or getattr(denoiser, "null_label", None) is None):
+            raise ValueError(
+                f"cfg_scale={self.cfg_scale} needs a class-conditional denoiser with a null label (trained with label "
+                "dropout); this one has num_classes="
+                f"{nc}, null_label={getattr(denoiser, 'null_label', None)}. Use cfg_scale=1.0 or pass null_label=... "
+                "to the denoiser adapter."
+            )
+
+    def input_dtype(self, state_dtype: torch.dtype) -> torch.dtype:
+        """dtype ``x`` is handed to the denoiser in: the sampler state's for robaug's adapters (they cast the
+        network input themselves and keep the x0 arithmetic in the state's precision), else the dtype of the
+        denoiser's weights (a ``CallableDenoiser`` around a float32 network cannot take float64)."""
+        if self._model_dtype is not None:
+            return self._model_dtype
+        if isinstance(self.denoiser, (DiffusersDenoiser, EDMDenoiser)):
+            return state_dtype
+        for p in self.denoiser.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return state_dtype
+
+    @property
+    def conditional(self) -> bool:
+        return getattr(self.denoiser, "num_classes", None) is not None
+
+    def reset(self, batch_size: int) -> None:
+        for t in self.terms:
+            t.reset(batch_size)
+
+    # -- plain (CFG) denoising -----------------------------------------------------------------------------
+    def _cfg_denoise(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        xm = x.to(self.input_dtype(x.dtype))
+        w = self.cfg_scale
+        if not self.conditional or class_labels is None:
+            out = self.denoiser(xm, sigma, None if not self.conditional else class_labels)
+        elif w == 1.0:
+            out = self.denoiser(xm, sigma, class_labels)
+        elif w == 0.0:
+            out = self.denoiser(xm, sigma, None)
+        else:
+            null = torch.full_like(class_labels, self.denoiser.null_label)
+            both = self.denoiser(torch.cat([xm, xm]), torch.cat([sigma, sigma]), torch.cat([class_labels, null]))
+            d_cond, d_uncond = both.chunk(2)
+            out = d_uncond.to(x.dtype) + w * (d_cond.to(x.dtype) - d_uncond.to(x.dtype))
+        return out.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, sigma: float, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        sig = torch.full((x.shape[0],), float(sigma), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+                         device=x.device)
+        active = [t for t in self.terms if t.active(float(sigma))]
+        if not active:
+            with torch.no_grad():
+                return self._cfg_denoise(x, sig, class_labels)
+        need_x0_graph = self.grad_through_denoiser and any(t.space == "x0" for t in active)
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            if need_x0_graph:
+                d = self._cfg_denoise(x_in, sig, class_labels)
+                d_in = d
+            else:
+                with torch.no_grad():
+                    d = self._cfg_denoise(x, sig, class_labels)
+                d_in = d.detach().requires_grad_(True)
+            total = None
+            used: list[GuidanceTerm] = []
+            for t in active:
+                inp = d_in if t.space == "x0" else x_in
+                obj = t.objective(inp, sig, class_labels)
+                if obj is None:
+                    continue
+                lam = guidance_weight(float(sigma), t.weighting)
+                contrib = (t.scale * float(lam)) * obj.sum()
+                total = contrib if total is None else total + contrib
+                used.append(t)
+            if total is None:
+                out = d.detach()
+            else:
+                wants = [x_in]
+                if not need_x0_graph and any(t.space == "x0" for t in used):
+                    wants.append(d_in)
+                retain = any(t.needs_graph_after_grad for t in used)
+                grads = torch.autograd.grad(total, wants, retain_graph=retain, allow_unused=True)
+                g = None
+                for gr in grads:
+                    if gr is not None:
+                        g = gr if g is None else g + gr
+                out = d.detach() if g is None else d.detach() + g.to(d.dtype)
+                for t in used:
+                    t.update()
+        return out
+
+    def config(self) -> dict:
+        return {"cfg_scale": self.cfg_scale, "grad_through_denoiser": self.grad_through_denoiser,
+                "terms": [t.config() for t in self.terms]}

@@ -1,0 +1,502 @@
+"""Samplers over a robaug denoiser: EDM's Heun (Algorithm 2, with churn), Euler and DDIM in one loop.
+
+All solvers integrate the probability-flow ODE of Karras et al. 2022 in the VE view, ``dx/dsigma = (x - D(x,
+sigma)) / sigma``, over a descending noise grid ``sigma_0 > ... > sigma_{N-1} > sigma_N = 0``:
+
+* ``euler``: ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i`` with ``d_i = (x_i - D(x_i, sigma_i)) / sigma_i``;
+* ``heun``: EDM Algorithm 2 -- the Euler step followed by the trapezoidal correction
+  ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (d_i + d'_{i+1}) / 2`` (skipped on the last step to ``sigma = 0``),
+  2N - 1 network evaluations;
+* ``ddim``: Song et al. 2021, which in the VE view is ``x_{i+1} = D + sigma_down * eps + sigma_up * z`` with
+  ``eps = (x_i - D) / sigma_i``, ``sigma_up = eta * sigma_{i+1} sqrt(sigma_i^2 - sigma_{i+1}^2) / sigma_i`` and
+  ``sigma_down = sqrt(sigma_{i+1}^2 - sigma_up^2)``; for ``eta = 0`` this is the Euler step. With
+  ``clip_denoised`` the clipped ``x0_hat`` and the unclipped ``eps`` are combined, exactly as diffusers'
+  ``DDIMScheduler(clip_sample=True)`` does. By default DDIM walks the model's own timesteps
+  (``timestep_spacing="leading"``, diffusers' default), Heun and Euler the Karras grid (eq. 5) rounded to the
+  model's timesteps for discrete-time models.
+
+Churn (EDM's ``S_churn``, ``S_tmin``, ``S_tmax``, ``S_noise``) adds noise to go from ``sigma_i`` up to
+``sigma_hat = sigma_i (1 + gamma)``, ``gamma = min(S_churn / N, sqrt(2) - 1)``, before each step.
+
+Randomness: ``seeds=[s_0, ..., s_{B-1}]`` gives every sample its own generator (initial noise, churn and DDIM
+noise are drawn from it in a fixed order), so sample ``i`` is the same for any batch size and any number of
+processes. ``generator=`` draws the whole batch from one ``torch.Generator`` instead, and neither uses the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .guidance import ClassifierGuidance, GuidanceTerm, GuidedDenoiser
+from .schedule import karras_sigmas
+
+__all__ = [
+    "SOLVERS",
+    "GuidedDiffusion",
+    "sampling_sigmas",
+    "spaced_timesteps",
+    "sample_loop",
+    "SeedNoise",
+    "BatchNoise",
+]
+
+SOLVERS = ("heun", "euler", "ddim")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# noise grids
+
+
+def spaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "leading", steps_offset: int = 0) -> torch.Tensor:
+    """Descending integer timesteps of a ``num_steps``-step sampler, chosen as diffusers does
+    (Lin et al. 2023, Table 2): ``leading`` ``(0, r, 2r, ...) + offset`` with ``r = T // n`` (DDIM paper's
+    uniform skip), ``trailing`` ``round(T, T - T/n, ...) - 1``, ``linspace`` ``round(linspace(0, T - 1, n))``."""
+    T, n = int(num_train_timesteps), int(num_steps)
+    if not 1 <= n <= T:
+        raise ValueError(f"num_steps must lie in [1, {T}] (the model's number of timesteps), got {n}")
+    if spacing == "leading":
+        ts = torch.arange(n, dtype=torch.int64) * (T // n) + int(steps_offset)
+    elif spacing == "trailing":
+        r = T / n
+        ts = torch.round(torch.arange(T, 0, -r, dtype=torch.float64)).to(torch.int64) - 1
+        ts = ts.flip(0)
+    elif spacing == "linspace":
+        ts = torch.round(torch.linspace(0, T - 1, n, dtype=torch.float64)).to(torch.int64)
+    else:
+        raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
+    return ts.clamp(0, T - 1).flip(0).contiguous()
+
+
+def sampling_sigmas(
+    denoiser: nn.Module,
+    num_steps: int,
+    *,
+    discretization: str = "karras",
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    rho: float = 7.0,
+    timestep_spacing: str = "leading",
+    round_sigmas: bool = True,
+) -> torch.Tensor:
+    """The descending float64 (CPU) noise grid a sampler walks, ending with ``sigma_N = 0``.
+
+    ``discretization="karras"``: eq. 5 of Karras et al. between ``sigma_max`` and ``sigma_min`` (default: the
+    denoiser's range; explicit values are clamped into it, as EDM does), passed through ``denoiser.round_sigma``
+    when ``round_sigmas`` (the nearest trained timestep for discrete-time models; consecutive duplicates
+    created by rounding are dropped). ``discretization="timesteps"``: the sigmas of ``num_steps`` of the
+    model's own timesteps (``timestep_spacing``); ``sigma_min``/``sigma_max``/``rho`` are not used.
+    """
+    if int(num_steps) < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    table = getattr(denoiser, "timestep_sigmas", None)
+    if discretization == "timesteps":
+        if table is None:
+            raise ValueError("discretization='timesteps' needs a denoiser with a timestep_sigmas table")
+        table = table.detach().to("cpu", torch.float64)
+        ts = spaced_timesteps(table.shape[0], num_steps, timestep_spacing)
+        sig = table[ts]
+        return torch.cat([sig, sig.new_zeros(1)])
+    if discretization != "karras":
+        raise ValueError(f"discretization must be 'karras' or 'timesteps', got {discretization!r}")
+    d_min = float(getattr(denoiser, "sigma_min", 0.002))
+    d_max = float(getattr(denoiser, "sigma_max", 80.0))
+    lo = d_min if sigma_min is None else max(float(sigma_min), d_min)
+    hi = d_max if sigma_max is None else min(float(sigma_max), d_max)
+    if lo > hi:
+        raise ValueError(f"empty noise range: sigma_min={lo} > sigma_max={hi} (the denoiser supports [{d_min}, {d_max}])")
+    sig = karras_sigmas(int(num_steps), lo, hi, rho, append_zero=False)
+    if round_sigmas and hasattr(denoiser, "round_sigma"):
+        sig = torch.as_tensor(denoiser.round_sigma(sig)).to("cpu", torch.float64)
+        sig = torch.unique_consecutive(sig)
+    return torch.cat([sig, sig.new_zeros(1)])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# noise sources
+
+
+class SeedNoise:
+    """One ``torch.Generator`` per sample: sample ``i``'s noise depends only on ``seeds[i]``
+    (cf. EDM's ``StackedRandomGenerator``). Noise is drawn in float32 and cast, so it is the same for
+    float32 and float64 sampler states."""
+
+    def __init__(self, seeds: Sequence[int] | torch.Tensor, device: torch.device | str) -> None:
+        seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
+        if not seeds:
+            raise ValueError("seeds is empty")
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(self.device).manual_seed(s % (1 << 64)) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if shape[0] != len(self.generators):
+            raise ValueError(f"asked for {shape[0]} samples of noise but have {len(self.generators)} seeds")
+        out = torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=self.device) for g in self.generators])
+        return out.to(dtype)
+
+
+class BatchNoise:
+    """Noise for a whole batch from one ``torch.Generator`` (or the global RNG when ``generator`` is None)."""
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device | str) -> None:
+        self.generator = generator
+        self.device = torch.device(device)
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(f"generator is on {generator.device} but the sampler runs on {self.device}; "
+                             "create it with torch.Generator(device=...)")
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.randn(tuple(shape), generator=self.generator, device=self.device).to(dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the one sampler loop
+
+
+def sample_loop(
+    denoise: Callable[[torch.Tensor, float, torch.Tensor | None], torch.Tensor],
+    x: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float],
+    *,
+    solver: str = "heun",
+    class_labels: torch.Tensor | None = None,
+    noise: SeedNoise | BatchNoise | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = math.inf,
+    s_noise: float = 1.0,
+    eta: float = 0.0,
+    clip_denoised: bool = False,
+    round_sigma: Callable[[float], float] | None = None,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Integrate from ``x`` (already ``sigmas[0] * n``) down the grid ``sigmas`` (descending, last entry 0).
+
+    ``denoise(x, sigma, class_labels)`` returns ``x0_hat`` in ``x``'s dtype (``sigma`` a Python float). The state
+    keeps ``x``'s dtype (EDM samples in float64). ``callback`` gets ``{"i", "sigma", "sigma_next", "x", "denoised"}``
+    after each step.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if eta and solver != "ddim":
+        raise ValueError(f"eta={eta} is DDIM's stochasticity; use solver='ddim' (or s_churn for heun/euler)")
+    sig = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+    if len(sig) < 2 or sig[-1] != 0.0 or any(b >= a for a, b in zip(sig[:-1], sig[1:])):
+        raise ValueError("sigmas must be strictly decreasing and end with 0 (e.g. from sampling_sigmas())")
+    if (s_churn > 0 or eta > 0) and noise is None:
+        noise = BatchNoise(None, x.device)
+    n = len(sig) - 1
+    gamma_max = min(s_churn / n, math.sqrt(2.0) - 1.0) if s_churn > 0 else 0.0
+    steps: Iterable[int] = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="sampling", unit="step", leave=False)
+
+    def clip(d: torch.Tensor) -> torch.Tensor:
+        return d.clamp(-1.0, 1.0) if clip_denoised else d
+
+    for i in steps:
+        s_cur, s_next = sig[i], sig[i + 1]
+        s_hat = s_cur
+        if gamma_max > 0 and s_tmin <= s_cur <= s_tmax:
+            s_hat = s_cur * (1.0 + gamma_max)
+            if round_sigma is not None:
+                s_hat = float(round_sigma(s_hat))
+            extra = math.sqrt(max(s_hat * s_hat - s_cur * s_cur, 0.0))
+            if extra > 0:
+                x = x + (extra * s_noise) * noise.randn(x.shape).to(x.dtype)
+        d_hat = denoise(x, s_hat, class_labels)
+        if solver == "ddim":
+            eps = (x - d_hat) / s_hat
+            s_up = 0.0
+            if eta > 0 and s_next > 0:
+                s_up = min(s_next, eta * s_next * math.sqrt(max(s_hat * s_hat - s_next * s_next, 0.0)) / s_hat)
+            s_down = math.sqrt(s_next * s_next - s_up * s_up)
+            x_next = clip(d_hat) + s_down * eps
+            if s_up > 0:
+                x_next = x_next + s_up * noise.randn(x.shape).to(x.dtype)
+        else:
+            d_cur = (x - clip(d_hat)) / s_hat
+            x_next = x + (s_next - s_hat) * d_cur
+            if solver == "heun" and s_next > 0:
+                d_next = denoise(x_next, s_next, class_labels)
+                d_prime = (x_next - clip(d_next)) / s_next
+                x_next = x + (s_next - s_hat) * (0.5 * d_cur + 0.5 * d_prime)
+        x = x_next
+        if callback is not None:
+            callback({"i": i, "sigma": s_hat, "sigma_next": s_next, "x": x, "denoised": d_hat})
+    return x
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the nn.Module users call
+
+
+def _module_device(m: nn.Module) -> torch.device:
+    for t in m.buffers():
+        return t.device
+    for t in m.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+class GuidedDiffusion(nn.Module):
+    """Class-conditional sampler over any robaug denoiser, with classifier-free and classifier guidance.
+
+    >>> sampler = GuidedDiffusion(load_denoiser("fmnist-ddpm"), num_steps=18, solver="heun", cfg_scale=2.0)
+    >>> images = sampler(class_labels=torch.arange(10), seeds=range(10))   # (10, 1, 28, 28) in [0, 1]
+
+    Args:
+        denoiser: a :class:`robaug.diffusion.Denoiser` (``D(x, sigma, class_labels) -> x0_hat``).
+        num_steps: steps ``N`` of the noise grid (Heun uses ``2N - 1`` network evaluations).
+        solver: ``"heun"`` (EDM Algorithm 2), ``"euler"`` or ``"ddim"``.
+        sigma_min, sigma_max, rho: Karras grid (defaults: the denoiser's range, rho 7).
+        cfg_scale: classifier-free guidance weight ``w`` (1 = conditional, 0 = unconditional).
+        classifier, classifier_scale, classifier_mode: classifier guidance (see :class:`ClassifierGuidance`):
+            ``"x0"`` = ``grad log p(y | x0_hat(x))`` through the denoiser, ``"xt"`` = noise-aware classifier.
+        classifier_sigma_range: apply classifier guidance only for ``lo <= sigma <= hi``.
+        guidance: more :class:`GuidanceTerm` s (they compose; one backward pass per evaluation).
+        grad_through_denoiser: backpropagate ``x0``-space terms through the denoiser (else identity Jacobian).
+        s_churn, s_tmin, s_tmax, s_noise: EDM's stochastic churn (0 = deterministic).
+        eta: DDIM stochasticity (solver ``"ddim"`` only).
+        discretization: ``"karras"`` or ``"timesteps"``; default: ``"timesteps"`` for DDIM on a discrete-time
+            model, else ``"karras"``.
+        timestep_spacing: ``"leading"`` / ``"trailing"`` / ``"linspace"`` for the ``"timesteps"`` grid.
+        round_sigmas: round the Karras grid (and churned sigmas) to the model's timesteps (discrete models).
+        clip_denoised: clip ``x0_hat`` to ``[-1, 1]`` at each step (diffusers' ``clip_sample``).
+        state_dtype: dtype of the sampler state (float64 as in EDM / DM-Improves-AT; float32 on MPS).
+        image_size: ``(H, W)`` or int, for denoisers without a native ``sample_size``.
+        progress: show a per-step progress bar.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        num_steps: int = 18,
+        solver: str = "heun",
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        rho: float = 7.0,
+        *,
+        cfg_scale: float = 1.0,
+        classifier: nn.Module | None = None,
+        classifier_scale: float = 1.0,
+        classifier_mode: str = "x0",
+        classifier_sigma_range: tuple[float, float] | None = None,
+        guidance: Sequence[GuidanceTerm] = (),
+        grad_through_denoiser: bool = True,
+        s_churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = math.inf,
+        s_noise: float = 1.0,
+        eta: float = 0.0,
+        discretization: str | None = None,
+        timestep_spacing: str = "leading",
+        round_sigmas: bool = True,
+        clip_denoised: bool = False,
+        state_dtype: torch.dtype = torch.float64,
+        image_size: int | tuple[int, int] | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(denoiser, nn.Module) or not hasattr(denoiser, "in_channels"):
+            raise TypeError(
+                "denoiser must be a robaug Denoiser (e.g. robaug.hub.load_denoiser(...), DiffusersDenoiser(unet, "
+                f"scheduler_config) or CallableDenoiser(fn, ...)), got {type(denoiser).__name__}"
+            )
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if eta < 0 or (eta and solver != "ddim"):
+            raise ValueError(f"eta={eta}: DDIM's eta must be >= 0 and needs solver='ddim'")
+        if s_churn < 0:
+            raise ValueError(f"s_churn must be >= 0, got {s_churn}")
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
+        if discretization is None:
+            discretization = "timesteps" if solver == "ddim" and getattr(denoiser, "discrete", False) else "karras"
+        terms = list(guidance)
+        if classifier is not None:
+            terms.insert(0, ClassifierGuidance(classifier, classifier_scale, mode=classifier_mode,
+                                               sigma_range=classifier_sigma_range))
+        self.guided = GuidedDenoiser(denoiser, cfg_scale=cfg_scale, terms=terms,
+                                     grad_through_denoiser=grad_through_denoiser)
+        self.num_steps = int(num_steps)
+        self.solver = solver
+        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, float(rho)
+        self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = float(s_churn), float(s_tmin), float(s_tmax), float(s_noise)
+        self.eta = float(eta)
+        self.discretization = discretization
+        self.timestep_spacing = timestep_spacing
+        self.round_sigmas = bool(round_sigmas)
+        self.clip_denoised = bool(clip_denoised)
+        self.state_dtype = state_dtype
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.progress = progress
+        self.sigmas()  # validate the grid settings now
+
+    # -- introspection ---------------------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> nn.Module:
+        return self.guided.denoiser
+
+    @property
+    def terms(self) -> nn.ModuleList:
+        return self.guided.terms
+
+    def sigmas(self) -> torch.Tensor:
+        """The descending float64 noise grid (ending with 0) this sampler walks."""
+        return sampling_sigmas(
+            self.denoiser, self.num_steps, discretization=self.discretization, sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max, rho=self.rho, timestep_spacing=self.timestep_spacing,
+            round_sigmas=self.round_sigmas,
+        )
+
+    @property
+    def num_evals(self) -> int:
+        """Network evaluations per sample (CFG runs each on a doubled batch)."""
+        sig = self.sigmas()
+        n = sig.shape[0] - 1
+        if self.solver == "heun":
+            return n + int((sig[1:] > 0).sum())
+        return n
+
+    def image_shape(self) -> tuple[int, int, int]:
+        size = self.image_size
+        if size is None:
+            s = getattr(self.denoiser, "sample_size", None)
+            if s is None:
+                raise ValueError("the denoiser has no native sample_size: pass image_size=(H, W) to the sampler")
+            size = (s, s) if isinstance(s, int) else tuple(s)
+        return (int(self.denoiser.in_channels), int(size[0]), int(size[1]))
+
+    def config(self) -> dict:
+        """JSON-able sampler settings (recorded in dataset manifests)."""
+        return {
+            "sampler": type(self).__name__, "solver": self.solver, "num_steps": self.num_steps,
+            "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "rho": self.rho,
+            "discretization": self.discretization, "timestep_spacing": self.timestep_spacing,
+            "round_sigmas": self.round_sigmas, "s_churn": self.s_churn, "s_tmin": self.s_tmin,
+            "s_tmax": None if math.isinf(self.s_tmax) else self.s_tmax, "s_noise": self.s_noise, "eta": self.eta,
+            "clip_denoised": self.clip_denoised, "state_dtype": str(self.state_dtype).replace("torch.", ""),
+            "sigmas": [round(float(s), 10) for s in self.sigmas()], "num_evals": self.num_evals,
+            "image_shape": list(self.image_shape()), **self.guided.config(),
+        }
+
+    # -- sampling --------------------------------------------------------------------------------------------
+    def _batch(self, class_labels, num_samples, seeds, noise, device) -> tuple[int, torch.Tensor | None]:
+        sizes = {}
+        if class_labels is not None:
+            labels = torch.as_tensor(class_labels, device=device)
+            if labels.is_floating_point():
+                raise TypeError("class_labels must be integer class indices")
+            if labels.ndim == 0:
+                if num_samples is None:
+                    num_samples = 1 if seeds is None and noise is None else None
+                labels = labels.reshape(1)
+                if num_samples is not None:
+                    labels = labels.expand(int(num_samples))
+                elif seeds is not None:
+                    labels = labels.expand(len(seeds))
+                elif noise is not None:
+                    labels = labels.expand(noise.shape[0])
+            if labels.ndim != 1:
+                raise ValueError(f"class_labels must be an int or a 1-d tensor, got shape {tuple(labels.shape)}")
+            nc = getattr(self.denoiser, "num_classes", None)
+            if labels.numel() and nc is not None and (int(labels.min()) < 0 or int(labels.max()) >= nc):
+                raise ValueError(f"class_labels must lie in [0, {nc - 1}], got {int(labels.min())}..{int(labels.max())}")
+            sizes["class_labels"] = labels.shape[0]
+        else:
+            labels = None
+        if num_samples is not None:
+            sizes["num_samples"] = int(num_samples)
+        if seeds is not None:
+            sizes["seeds"] = len(seeds)
+        if noise is not None:
+            sizes["noise"] = noise.shape[0]
+        if not sizes:
+            raise ValueError("give class_labels, num_samples, seeds or noise so the sampler knows the batch size")
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"inconsistent batch sizes: {sizes}")
+        b = next(iter(sizes.values()))
+        if b < 1:
+            raise ValueError("the batch is empty")
+        if labels is None and getattr(self.denoiser, "num_classes", None) is not None \
+                and getattr(self.denoiser, "null_label", None) is None:
+            raise ValueError("this denoiser is class-conditional without a null label: pass class_labels")
+        if labels is None and any(isinstance(t, ClassifierGuidance) for t in self.terms):
+            raise ValueError("classifier guidance needs class_labels (the classes to guide towards)")
+        return b, labels
+
+    @torch.no_grad()
+    def sample(
+        self,
+        class_labels: int | Sequence[int] | torch.Tensor | None = None,
+        num_samples: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        callback: Callable[[dict], None] | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor:
+        """Like :meth:`forward` but returns the final state ``x`` (data scale ``[-1, 1]``, ``state_dtype``).
+
+        ``noise``: the unit-variance initial noise ``(B, C, H, W)`` (the sampler starts at ``sigmas[0] * noise``).
+        """
+        device = _module_device(self.denoiser)
+        if seeds is not None and generator is not None:
+            raise ValueError("pass either seeds (one per sample) or generator, not both")
+        if isinstance(seeds, range):
+            seeds = list(seeds)
+        b, labels = self._batch(class_labels, num_samples, seeds, noise, device)
+        shape = (b, *self.image_shape())
+        dtype = self.state_dtype
+        if device.type == "mps" and dtype == torch.float64:
+            dtype = torch.float32
+        src = SeedNoise(seeds, device) if seeds is not None else BatchNoise(generator, device)
+        if noise is None:
+            noise = src.randn(shape)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        sig = self.sigmas()
+        x = noise.to(device=device, dtype=dtype) * float(sig[0])
+        self.guided.reset(b)
+        round_fn = None
+        if self.round_sigmas and getattr(self.denoiser, "discrete", False):
+            round_fn = lambda s: float(self.denoiser.round_sigma(torch.tensor(s, dtype=torch.float64)))  # noqa: E731
+        return sample_loop(
+            self.guided, x, sig, solver=self.solver, class_labels=labels, noise=src, s_churn=self.s_churn,
+            s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise, eta=self.eta,
+            clip_denoised=self.clip_denoised, round_sigma=round_fn, callback=callback,
+            progress=self.progress if progress is None else progress,
+        )
+
+    def forward(
+        self,
+        class_labels: int | Sequence[int] | torch.Tensor | None = None,
+        num_samples: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        progress: bool | None = None,
+    ) -> torch.Tensor:
+        """Generate ``(B, C, H, W)`` float32 images in ``[0, 1]``.
+
+        ``class_labels``: an int or ``(B,)`` classes (``None``: unconditional, via the null label);
+        ``num_samples``: batch size when no labels/seeds are given; ``seeds``: one int per sample (sample ``i``
+        then does not depend on the batch it is in); ``generator``: one generator for the batch.
+        """
+        x = self.sample(class_labels, num_samples, generator=generator, seeds=seeds, noise=noise, progress=progress)
+        return (x.float() * 0.5 + 0.5).clamp_(0.0, 1.0)
