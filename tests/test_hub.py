@@ -136,7 +136,7 @@ class FileServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def requests(self, suffix: str = "") -> list[str]:
@@ -254,22 +254,22 @@ def test_transfer_cut_short_leaves_nothing_half_written(env, server, registered)
 
 
 _CHILD = """
-import hashlib, os, sys, time, torch
-from robaug.hub import load_denoiser
-barrier = sys.argv[1]  # both processes start loading together (imports take unequal time)
+import hashlib, os, sys, time
+from robaug.hub import download_weights
+barrier = sys.argv[1]  # both processes start fetching together (interpreter start-up takes unequal time)
 open(os.path.join(barrier, str(os.getpid())), "w").close()
 deadline = time.time() + 120
 while len(os.listdir(barrier)) < 2 and time.time() < deadline:
     time.sleep(0.01)
-D = load_denoiser("proc/tiny", progress=False)
-x = torch.linspace(-1, 1, 256).view(1, 1, 16, 16)
-with torch.no_grad():
-    y = D(x, torch.tensor([1.5]))
-print(hashlib.sha256(y.numpy().tobytes()).hexdigest())
+paths = download_weights("proc/tiny", progress=False)
+path = paths["diffusion_pytorch_model.safetensors"]
+print(path, hashlib.sha256(open(path, "rb").read()).hexdigest())
 """
 
 
-def test_two_processes_loading_at_once_end_with_one_good_file(env, server, tmp_path):
+def test_two_processes_loading_at_once_end_with_one_good_file(env, server, tmp_path, monkeypatch):
+    """Two processes fetch the same repo at the same moment (the fetch code load_denoiser runs, in child
+    processes that do not import torch so they start fast); one downloads, the other waits for it."""
     unet = make_unet(3)
     data = st_bytes(unet)
     root = "/proc/tiny/resolve/main/"
@@ -287,15 +287,15 @@ def test_two_processes_loading_at_once_end_with_one_good_file(env, server, tmp_p
     results = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err
-    digests = {out.strip().splitlines()[-1] for out, _ in results}
-    with torch.no_grad():
-        y = reference(unet)(torch.linspace(-1, 1, 256).view(1, 1, 16, 16), torch.tensor([1.5]))
-    assert digests == {hashlib.sha256(y.numpy().tobytes()).hexdigest()}
-
-    assert len(server.requests("diffusion_pytorch_model.safetensors")) == 1  # the second process waited
     cached = _fetch.hub_cache_path(env, "proc/tiny", "main", "diffusion_pytorch_model.safetensors")
+    assert {out.strip().splitlines()[-1] for out, _ in results} == {f"{cached} {hashlib.sha256(data).hexdigest()}"}
+    assert len(server.requests("diffusion_pytorch_model.safetensors")) == 1  # the second process waited
+    assert len(server.requests(root + "config.json")) == 1
     assert cached.read_bytes() == data
     assert not [p for p in cache_files(env) if p.name.endswith(".part")]
+    # and the file they left loads as the original model, offline
+    monkeypatch.setenv("ROBAUG_OFFLINE", "1")
+    assert_same_model(hub.load_denoiser("proc/tiny"), unet)
 
 
 @pytest.mark.parametrize("how", ["local_files_only", "ROBAUG_OFFLINE", "HF_HUB_OFFLINE"])
@@ -538,9 +538,12 @@ def test_weights_that_do_not_fit_the_config_are_rejected(tmp_path):
         hub.load_denoiser(tmp_path / "m.safetensors")
 
 
-def test_unknown_name_lists_the_registry():
+def test_unknown_name_lists_the_registry(env, server):
     with pytest.raises(ValueError, match="fmnist-ddpm"):
         hub.load_denoiser("definitely not a model")
+    # a missing relative path that looks like owner/name is tried on the Hub, and the error says so
+    with pytest.raises(hub.RemoteFileNotFoundError, match="no such local path exists"):
+        hub.load_denoiser("runs/not-there", progress=False)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -19,10 +19,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
-from ._build import ModelSpec, UnsafeWeightsError, build_denoiser, read_robaug_json, resolve_local
-from ._download import ChecksumError, DownloadError, IncompleteDownloadError, RemoteFileNotFoundError, download_file
+from ._download import (
+    ChecksumError,
+    DownloadError,
+    IncompleteDownloadError,
+    RemoteFileNotFoundError,
+    UnsafeWeightsError,
+    download_file,
+)
 from ._env import resolve_cache_dir
 from ._fetch import OfflineCacheMissError, fetch_entry, fetch_hub_file, hub_url
 from .registry import (
@@ -34,8 +38,12 @@ from .registry import (
     register_weights,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch / diffusers are imported only when a model is built (keeps `robaug download` light)
+    import torch
+
     from robaug.diffusion import DiffusersDenoiser
+
+    from ._build import ModelSpec
 
 __all__ = [
     "load_denoiser",
@@ -64,7 +72,9 @@ def _is_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
 
 
-def _entry_spec(entry: WeightsEntry, paths: dict[str, Path]) -> ModelSpec:
+def _entry_spec(entry: WeightsEntry, paths: dict[str, Path]) -> "ModelSpec":
+    from ._build import ModelSpec, read_robaug_json
+
     weights_file = entry.weights_file
     sha = weights_file.sha256
     cfg = entry.config_file
@@ -131,7 +141,9 @@ def _hub_repo_files(repo_id: str, revision: str, cache_dir, local_files_only: bo
     return snapshot
 
 
-def _resolve(name_or_path, revision, cache_dir, local_files_only, progress) -> ModelSpec:
+def _resolve(name_or_path, revision, cache_dir, local_files_only, progress) -> "ModelSpec":
+    from ._build import resolve_local
+
     if isinstance(name_or_path, os.PathLike) or (isinstance(name_or_path, str) and os.path.exists(name_or_path)):
         return resolve_local(name_or_path)
     if not isinstance(name_or_path, str):
@@ -147,7 +159,12 @@ def _resolve(name_or_path, revision, cache_dir, local_files_only, progress) -> M
         paths = fetch_entry(entry, cache_dir=cache_dir, local_files_only=local_files_only, progress=progress)
         return _entry_spec(entry, paths)
     if _is_hub_id(name):
-        folder = _hub_repo_files(name, revision or "main", cache_dir, local_files_only, progress)
+        try:
+            folder = _hub_repo_files(name, revision or "main", cache_dir, local_files_only, progress)
+        except (DownloadError, OfflineCacheMissError) as err:
+            note = (f"{name!r} is not a registered name ({', '.join(list_pretrained())}) and no such local path "
+                    "exists, so it was tried as a Hugging Face Hub repo id:\n")
+            raise type(err)(note + str(err)) from None
         return resolve_local(folder)
     raise ValueError(
         f"{name!r} is neither a registered weights name, a Hugging Face Hub repo id (owner/name) nor an existing "
@@ -179,6 +196,8 @@ def load_denoiser(
         null_label: override the "no class" label of a class-conditional model.
         progress: show a progress bar while downloading.
     """
+    from ._build import build_denoiser
+
     spec = _resolve(name_or_path, revision, cache_dir, local_files_only, progress)
     return build_denoiser(spec, device=device, dtype=dtype, null_label=null_label)
 

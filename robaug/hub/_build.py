@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ._download import sha256_file
+from ._download import UnsafeWeightsError, sha256_file
 
 __all__ = ["UnsafeWeightsError", "ModelSpec", "resolve_local", "read_robaug_json", "build_denoiser",
            "load_state_dict_safetensors", "PICKLE_SUFFIXES"]
@@ -38,10 +38,6 @@ _DEFAULT_SCHEDULER = {
     "prediction_type": "epsilon",
 }
 _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
-
-
-class UnsafeWeightsError(ValueError):
-    """A pickle-based checkpoint was offered; robaug only loads safetensors."""
 
 
 def _unsafe_message(path: Path) -> str:

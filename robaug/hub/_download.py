@@ -31,6 +31,7 @@ __all__ = [
     "ChecksumError",
     "IncompleteDownloadError",
     "RemoteFileNotFoundError",
+    "UnsafeWeightsError",
     "sha256_file",
 ]
 
@@ -52,6 +53,10 @@ class IncompleteDownloadError(DownloadError):
 
 class RemoteFileNotFoundError(DownloadError, FileNotFoundError):
     """The server answered 404 for the requested file."""
+
+
+class UnsafeWeightsError(ValueError):
+    """A pickle-based checkpoint was offered; robaug only loads safetensors."""
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
