@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .guidance import GuidanceTerm
+from .guidance import GuidanceTerm, module_dtype
 from .samplers import GuidedDiffusion
 
 __all__ = [
@@ -233,7 +233,7 @@ class ContrastiveGuidance(GuidanceTerm):
         else:
             s = sigma.to(inp.dtype).reshape(-1, *([1] * (inp.ndim - 1)))
             img = inp / torch.sqrt(1.0 + s * s) * 0.5 + 0.5
-        feats = self.encoder(img)
+        feats = self.encoder(img.to(module_dtype(self.encoder, img.dtype)))
         if feats.ndim < 2 or feats.shape[0] != inp.shape[0]:
             raise ValueError(f"encoder must return (B, F) features, got shape {tuple(feats.shape)}")
         return torch.flatten(feats, 1).float()

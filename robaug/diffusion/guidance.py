@@ -41,10 +41,20 @@ __all__ = [
     "ClassifierGuidance",
     "GuidedDenoiser",
     "guidance_weight",
+    "module_dtype",
     "WEIGHTINGS",
 ]
 
 WEIGHTINGS = ("score", "eps")
+
+
+def module_dtype(module: object, default: torch.dtype) -> torch.dtype:
+    """dtype of a module's first floating parameter (``default`` for plain callables / parameter-free modules)."""
+    if isinstance(module, nn.Module):
+        for p in module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return default
 
 
 def guidance_weight(sigma: float | torch.Tensor, weighting: str | Callable) -> float | torch.Tensor:
@@ -161,14 +171,17 @@ class ClassifierGuidance(GuidanceTerm):
     def objective(self, inp, sigma, class_labels):
         if class_labels is None:
             raise ValueError("classifier guidance needs target class labels: pass class_labels to the sampler")
+        dtype = module_dtype(self.classifier, inp.dtype)
         if self.mode == "x0":
-            logits = self.classifier(inp * 0.5 + 0.5)
+            logits = self.classifier((inp * 0.5 + 0.5).to(dtype))
         else:
             s = sigma.to(inp.dtype).reshape(-1, *([1] * (inp.ndim - 1)))
-            logits = self.classifier(inp / torch.sqrt(1.0 + s * s), sigma)
+            logits = self.classifier((inp / torch.sqrt(1.0 + s * s)).to(dtype), sigma)
         if logits.ndim != 2 or logits.shape[0] != inp.shape[0]:
             raise ValueError(f"classifier must return (B, num_classes) logits, got shape {tuple(logits.shape)}")
-        logp = F.log_softmax(logits.float(), dim=1)
+        if logits.dtype not in (torch.float32, torch.float64):
+            logits = logits.float()  # half-precision classifiers: softmax in float32
+        logp = F.log_softmax(logits, dim=1)
         return logp.gather(1, class_labels.long().reshape(-1, 1)).squeeze(1)
 
     def config(self) -> dict:
