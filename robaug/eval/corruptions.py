@@ -11,7 +11,8 @@ What is the same as the reference ``make_cifar_c.py``:
 - the five-severity parameter tables of CIFAR-10-C for every corruption;
 - the formulas (clipped Gaussian / Poisson / salt-and-pepper / multiplicative noise; Gaussian blur with
   scikit-image's kernel (truncate 4, edge mode "nearest"); the anti-aliased disk of defocus blur with OpenCV's
-  reflect-101 border; glass blur's sequential local pixel swaps; ImageMagick's one-sided Gaussian motion-blur
+  reflect-101 border; glass blur's local pixel shuffle (as the reference actually runs it, see
+  ``_glass_shuffle``); ImageMagick's one-sided Gaussian motion-blur
   kernel with per-image random angle; zoom blur as the mean of centre-zoomed copies with scipy's linear
   ``zoom`` grid (including the reference's 7 zoom factors at severity 1); fog from a diamond-square plasma
   fractal; HSV brightness and saturation (scikit-image's HSV); per-channel contrast; PIL's BOX resampling for
@@ -426,32 +427,51 @@ def _gaussian_blur(x: torch.Tensor, severity: int, generator: torch.Generator | 
     return _gaussian_filter(x, sigma, 4.0, "nearest").clamp(0, 1)
 
 
+def _glass_shuffle(
+    y: torch.Tensor, delta: int, iterations: int, generator: torch.Generator | None, sequential: bool = False
+) -> torch.Tensor:
+    """The reference's local pixel shuffle. It scans rows and columns from ``size - delta`` down to
+    ``delta + 1`` and, for each pixel, draws ``dx, dy`` in ``[-delta, delta)`` and runs
+    ``x[h, w], x[h + dy, w + dx] = x[h + dy, w + dx], x[h, w]`` on an ``(H, W, 3)`` numpy array. On numpy
+    row views that tuple assignment *copies* ``x[h + dy, w + dx]`` into ``x[h, w]`` and leaves the neighbour
+    unchanged (it is not a swap), so the published sets contain that copy; it is reproduced here for any
+    channel count. With ``delta = 1`` every read hits a pixel not yet written in the same pass, so a pass is
+    one parallel gather; larger ``delta`` (images above 32 pixels) runs the sequential scan."""
+    b, c, h, w = y.shape
+    hs = list(range(h - delta, delta, -1))
+    ws = list(range(w - delta, delta, -1))
+    if not hs or not ws:
+        return y
+    offs = torch.randint(-delta, delta, (iterations, len(hs), len(ws), 2, b), generator=generator, device=y.device)
+    flat = y.reshape(b, c, h * w)
+    if delta == 1 and not sequential:
+        hh = torch.tensor(hs, device=y.device)
+        ww = torch.tensor(ws, device=y.device)
+        target = (hh[:, None] * w + ww[None, :]).reshape(-1)
+        for it in range(iterations):
+            dx, dy = offs[it, :, :, 0], offs[it, :, :, 1]  # (nh, nw, B)
+            src = (hh[:, None, None] + dy) * w + (ww[None, :, None] + dx)
+            idx = torch.arange(h * w, device=y.device).repeat(b, 1)
+            idx[:, target] = src.permute(2, 0, 1).reshape(b, -1)
+            flat = flat.gather(2, idx[:, None, :].expand(b, c, h * w))
+        return flat.reshape(b, c, h, w)
+    flat = flat.transpose(1, 2).contiguous()  # (B, HW, C)
+    ar = torch.arange(b, device=y.device)
+    for it in range(iterations):
+        for ih, hh_ in enumerate(hs):
+            for iw, ww_ in enumerate(ws):
+                dx, dy = offs[it, ih, iw]
+                flat[:, hh_ * w + ww_] = flat[ar, (hh_ + dy) * w + (ww_ + dx)]
+    return flat.transpose(1, 2).reshape(b, c, h, w)
+
+
 def _glass_blur(x: torch.Tensor, severity: int, generator: torch.Generator | None) -> torch.Tensor:
     sigma, delta, iterations = _param("glass_blur", severity)
     scale = _size_scale(x)
     sigma, delta = sigma * scale, max(1, int(round(delta * scale)))
-    b, c, h, w = x.shape
     # the reference quantises (truncates) to uint8 after the first blur
     y = torch.floor(_gaussian_filter(x, sigma, 4.0, "nearest").clamp(0, 1) * 255) / 255
-    hs = list(range(h - delta, delta, -1))
-    ws = list(range(w - delta, delta, -1))
-    if hs and ws:
-        # offsets in [-delta, delta) as numpy's randint(-delta, delta)
-        offs = torch.randint(
-            -delta, delta, (iterations, len(hs), len(ws), 2, b), generator=generator, device=x.device
-        )
-        flat = y.reshape(b, c, h * w).transpose(1, 2).contiguous()  # (B, HW, C)
-        ar = torch.arange(b, device=x.device)
-        for it in range(iterations):
-            for ih, hh in enumerate(hs):
-                for iw, ww in enumerate(ws):
-                    dx, dy = offs[it, ih, iw]
-                    p = hh * w + ww
-                    q = (hh + dy) * w + (ww + dx)
-                    a = flat[:, p].clone()
-                    flat[:, p] = flat[ar, q]
-                    flat[ar, q] = a
-        y = flat.transpose(1, 2).reshape(b, c, h, w)
+    y = _glass_shuffle(y, delta, iterations, generator)
     return _gaussian_filter(y, sigma, 4.0, "nearest").clamp(0, 1)
 
 
