@@ -28,7 +28,7 @@ from ._download import (
     download_file,
 )
 from ._env import resolve_cache_dir
-from ._fetch import OfflineCacheMissError, fetch_entry, fetch_hub_file, hub_url
+from ._fetch import OfflineCacheMissError, fetch_entry, fetch_hub_file
 from .registry import (
     FMNIST_DDPM_SHA256,
     WeightFile,
