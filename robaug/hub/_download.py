@@ -112,7 +112,11 @@ def _fetch_to(url: str, tmp: Path, *, headers, timeout: float, progress: bool, d
         raise DownloadError(f"{url} failed with HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise DownloadError(f"could not reach {url}: {reason}") from None
+        raise DownloadError(
+            f"could not reach {url}: {reason}. If this machine has no internet access, pre-download the weights "
+            "elsewhere with `robaug download NAME --cache-dir DIR`, copy DIR here and set ROBAUG_CACHE=DIR and "
+            "ROBAUG_OFFLINE=1 (see docs/weights.md)."
+        ) from None
 
     digest = hashlib.sha256()
     received = 0
