@@ -33,6 +33,8 @@ __all__ = [
     "sigma_to_t",
     "t_to_sigma",
     "karras_sigmas",
+    "TIMESTEP_SPACINGS",
+    "spaced_timesteps",
 ]
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -199,3 +201,30 @@ def karras_sigmas(
     if append_zero:
         sig = torch.cat([sig, sig.new_zeros(1)])
     return sig.to(device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Timestep selection for samplers that walk a discrete-time model's own timesteps (DDIM).
+# Added with robaug.diffusion.samplers (issue 4).
+
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def spaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "leading", steps_offset: int = 0) -> torch.Tensor:
+    """Descending integer timesteps of a ``num_steps``-step sampler, chosen as diffusers does
+    (Lin et al. 2023, Table 2): ``leading`` ``(0, r, 2r, ...) + offset`` with ``r = T // n`` (DDIM paper's
+    uniform skip), ``trailing`` ``round(T, T - T/n, ...) - 1``, ``linspace`` ``round(linspace(0, T - 1, n))``."""
+    T, n = int(num_train_timesteps), int(num_steps)
+    if not 1 <= n <= T:
+        raise ValueError(f"num_steps must lie in [1, {T}] (the model's number of timesteps), got {n}")
+    if spacing == "leading":
+        ts = torch.arange(n, dtype=torch.int64) * (T // n) + int(steps_offset)
+    elif spacing == "trailing":
+        r = T / n
+        ts = torch.round(torch.arange(T, 0, -r, dtype=torch.float64)).to(torch.int64) - 1
+        ts = ts.flip(0)
+    elif spacing == "linspace":
+        ts = torch.round(torch.linspace(0, T - 1, n, dtype=torch.float64)).to(torch.int64)
+    else:
+        raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
+    return ts.clamp(0, T - 1).flip(0).contiguous()
