@@ -301,7 +301,7 @@ class DeviceAugment(nn.Module):
                 return [mixed[0]]
         elif self.ipmix is not None:
             self.ipmix.generator = self._generator(device, rank_seed, "device", 1)
-            mixed = [v.float() for v in _ipmix_views(self.ipmix, x, 2 if spec.jsd else 1)]
+            mixed = list(self.ipmix.augment(x).float().unbind(0))
             if not spec.jsd:
                 return [mixed[0]]
         else:

@@ -58,7 +58,7 @@ _HELP = {
     "augmix_severity": "severity of torchvision's AugMix",
     "denoiser": "DiffAug denoiser: a robaug.hub registry name (fmnist-ddpm, google/ddpm-cifar10-32, ...) or a local path",
     "diffaug_t_range": "DiffAug timestep range 'low,high' (half-open; the paper uses the full 0,1000)",
-    "diffaug_bf16": "run the DiffAug denoiser under bfloat16 autocast",
+    "diffaug_bf16": "run the denoiser (DiffAug training view and DE evaluation) under bfloat16 autocast",
     "epochs": "training epochs (ignored when --steps is given)",
     "steps": "total optimiser steps",
     "batch_size": "global batch size (split over the DDP processes)",

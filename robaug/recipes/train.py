@@ -64,7 +64,7 @@ class TrainConfig:
     augmix_severity: int = 3
     denoiser: str = "fmnist-ddpm"
     diffaug_t_range: tuple[int, int] = (0, 1000)
-    diffaug_bf16: bool = False
+    diffaug_bf16: bool = False  #: run the denoiser (DiffAug view, DE evaluation) under bfloat16 autocast
     # optimisation
     epochs: int = 1
     steps: int | None = None  #: total optimiser steps (overrides epochs)
@@ -402,7 +402,6 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
         }
         _atomic_save(state, ckpt_path)
         _write_metrics(out, history)
-        print(f"checkpoint step {step}", flush=True)
 
     net: nn.Module = model
     if d.world_size > 1:
@@ -527,7 +526,7 @@ def _evaluate(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, test_ds: An
         corruption_images=cfg.corruption_images, corruption_seed=cfg.corruption_seed,
         corruption_names=cfg.corruptions, cache_dir=cfg.cache_dir,
         denoiser=denoiser if cfg.eval_de else None, de_timesteps=cfg.de_timesteps, de_images=cfg.de_images,
-        amp=amp, progress=cfg.progress,
+        de_kwargs={"autocast_dtype": torch.bfloat16} if cfg.diffaug_bf16 else None, amp=amp, progress=cfg.progress,
     )
 
 
