@@ -2,7 +2,7 @@
 
     python benchmarks/bench_diffaug.py                       # random weights, the built-in model's architecture
     python benchmarks/bench_diffaug.py --weights robaug/weights/fmnist-ddpm.safetensors
-    python benchmarks/bench_diffaug.py --weights path/to/diffusers_unet_folder
+    python benchmarks/bench_diffaug.py --weights path/to/diffusers_unet_folder   # or a registry name: fmnist-ddpm
 
 The bare forward is ``unet(x_t, t, class_labels).sample`` on a ready float batch with per-sample t and the null
 label; DiffAug is the full transform on a uint8 (and a float) batch: conversion, validation, t and noise draws,
@@ -40,6 +40,10 @@ def load_unet(weights: str | None) -> UNet2DModel:
         torch.manual_seed(0)
         return UNet2DModel(**UNET_CONFIG).eval()
     path = Path(weights)
+    if not path.exists():  # a registry name, e.g. fmnist-ddpm
+        from robaug.hub import load_denoiser
+
+        return load_denoiser(weights).unet.eval()
     if path.is_dir():
         return UNet2DModel.from_pretrained(path, use_safetensors=True).eval()
     from safetensors.torch import load_file
@@ -60,7 +64,7 @@ def timed(fn) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", help="UNet weights: a .safetensors state dict for the built-in config or a diffusers folder")
+    ap.add_argument("--weights", help="UNet weights: a .safetensors state dict for the built-in config, a diffusers folder or a registry name")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
