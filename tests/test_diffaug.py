@@ -334,7 +334,7 @@ def test_builtin_fmnist_denoiser_denoises_real_images():
             # a trained denoiser beats the noisy input and the best constant (the data mean) by a wide margin
             assert mse_den < 0.5 * min(s * s, x0.var().item()), (t, mse_den)
             cond = d(noisy, s, labels[:32]).clamp(-1, 1)
-            assert (cond - x0).pow(2).mean().item() <= 1.2 * mse_den  # the right label does not hurt
+            assert (cond - x0).pow(2).mean().item() <= 1.1 * mse_den  # the right label does not hurt
     out = DiffAug(d, t_range=(0, 200), generator=torch.Generator().manual_seed(0))((x * 255).round().to(torch.uint8))
     psnr = 10 * math.log10(1 / (out.float() / 255 - x).pow(2).mean().item())
-    assert psnr > 15
+    assert psnr > 20  # DiffAug at t < 200 keeps the image recognisable (24 dB after 600 training steps)
