@@ -617,3 +617,30 @@ def test_builtin_fmnist_ddpm(monkeypatch, no_unpickling):
     with torch.no_grad():
         out = d(x0 + 0.1 * torch.randn_like(x0), torch.tensor([0.1, 0.1]), torch.tensor([0, 10]))
     assert out.shape == x0.shape and torch.isfinite(out).all()
+
+
+def test_builtin_layout_written_by_the_training_recipe_loads(tmp_path, monkeypatch, no_unpickling):
+    """examples/train_denoiser.py's export() writes the files the built-in entry reads; check the two agree
+    (with an untrained model of the recipe's architecture, exported in float16 as the recipe does)."""
+    import importlib.util
+
+    script = REPO_ROOT / "examples" / "train_denoiser.py"
+    if not script.is_file():
+        pytest.skip("examples/train_denoiser.py not present")
+    spec = importlib.util.spec_from_file_location("train_denoiser_for_test", script)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    torch.manual_seed(0)
+    model = UNet2DModel(**recipe.UNET_CONFIG).eval()
+    recipe.export(model, tmp_path, "fmnist-ddpm", torch.float16, {"training": {"command": "test"}})
+
+    monkeypatch.setattr(_fetch, "package_path", lambda f: tmp_path / f)
+    d = hub.load_denoiser("fmnist-ddpm")  # the real registry entry, files redirected to tmp_path
+    assert d.in_channels == 1 and d.null_label == 10 and d.num_classes == 10 and d.sample_size == 28
+    rounded = UNet2DModel(**recipe.UNET_CONFIG).eval()
+    rounded.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    ref = DiffusersDenoiser(rounded, recipe.SCHEDULER_CONFIG, null_label=10)
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        args = (x, torch.tensor([0.3, 3.0]), torch.tensor([1, 10]))
+        assert torch.equal(d(*args), ref(*args))
