@@ -506,6 +506,7 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
         "recipe_loss": spec.loss,
         "steps": total_steps,
         "epochs": total_steps / steps_per_epoch,
+        "train_images": len(train_ds),
         "train_seconds": train_seconds,
         "train_images_per_s": total_steps * cfg.batch_size / max(1e-9, train_seconds),
         "world_size": d.world_size,

@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Reproduce the Fashion-MNIST results table of docs/results.md (CPU, about half an hour on 2 cores).
+
+Every row trains the same small CNN for the same number of epochs with one recipe, for several seeds, and
+reports clean test accuracy and accuracy on a Fashion-MNIST-C built with robaug.eval (14 corruptions x 5
+severities on the first --corruption-images test images; re-implemented corruptions, see docs/results.md):
+
+    baseline            CE(f(x))                                   (random crop + flip, as in every row)
+    ipmix               CE(f(IPMix(x)))
+    ipmix_jsd           CE(f(x)) + 12 JS(x, IPMix1(x), IPMix2(x))
+    diffaug             CE(f(x)) + CE(f(DiffAug(x)))               (built-in fmnist-ddpm denoiser)
+    diffaug_ipmix_jsd   CE(f(x)) + CE(f(DiffAug(x))) + 12 JS(x, IPMix1(x), IPMix2(x))
+    diffaug + DE        the diffaug models, evaluated with the DiffAug Ensemble
+
+Each run is one `examples/train_classifier.py` process (resumable: rerunning this script skips finished runs
+and continues interrupted ones); --jobs runs that many at once with --threads threads each.
+
+    OMP_NUM_THREADS=1 python examples/fmnist_results.py --out runs/fmnist-table --seeds 0 1 2 --jobs 2 \\
+        --doc docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "examples" / "train_classifier.py"
+RECIPES = ["baseline", "ipmix", "ipmix_jsd", "diffaug", "diffaug_ipmix_jsd"]
+# longest first, so that the parallel jobs finish together
+COST_ORDER = ["diffaug_ipmix_jsd", "diffaug", "ipmix_jsd", "ipmix", "baseline"]
+BEGIN, END = "<!-- fmnist-results:begin -->", "<!-- fmnist-results:end -->"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/fmnist-table", help="folder for the runs, the table and the -C set")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
+    p.add_argument("--epochs", type=int, default=1, help="training epochs of every run (the shared budget)")
+    p.add_argument("--model", default="small_cnn")
+    p.add_argument("--model-kwargs", default='{"width": 16}')
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--corruption-images", type=int, default=1000, help="test images per corruption and severity")
+    p.add_argument("--de-images", type=int, default=40, help="images per test set for the DiffAug Ensemble")
+    p.add_argument("--de-timesteps", default="0:500:50", help="DE timesteps (paper: 0:500:50)")
+    p.add_argument("--denoiser", default="fmnist-ddpm")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--doc", default=None, help="markdown file whose results block is replaced (docs/results.md)")
+    p.add_argument("--train-subset", type=int, default=None, help="(for smoke tests) first N training images")
+    p.add_argument("--test-subset", type=int, default=None, help="(for smoke tests) first N test images")
+    return p.parse_args(argv)
+
+
+def run_args(a, recipe: str, seed: int, out: Path) -> list[str]:
+    args = [sys.executable, str(TRAIN), "--preset", "fmnist-cpu", "--recipe", recipe, "--seed", str(seed),
+            "--epochs", str(a.epochs), "--model", a.model, "--model-kwargs", a.model_kwargs,
+            "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--denoiser", a.denoiser, "--diffaug-bf16",
+            "--corruption-images", str(a.corruption_images), "--cache-dir", str(out / "cache"),
+            "--out-dir", str(out / f"{recipe}-seed{seed}"), "--no-progress", "--ckpt-every", "100",
+            "--log-every", "50"]
+    if recipe == "diffaug":
+        args += ["--eval-de", "--de-images", str(a.de_images), "--de-timesteps", a.de_timesteps]
+    if a.train_subset:
+        args += ["--train-subset", str(a.train_subset)]
+    if a.test_subset:
+        args += ["--test-subset", str(a.test_subset)]
+    return args
+
+
+def build_corruptions(a, out: Path) -> str:
+    """Build the Fashion-MNIST-C set once, before the parallel runs (they then only read it)."""
+    from robaug.recipes.datasets import load_dataset
+    from robaug.recipes.evaluate import corruption_benchmark
+
+    test, info = load_dataset("fashion_mnist", train=False, subset=a.test_subset)
+    t0 = time.perf_counter()
+    bench, note = corruption_benchmark(info, test, num_images=a.corruption_images, cache_dir=out / "cache",
+                                       progress=True)
+    print(f"{note}: ready in {time.perf_counter() - t0:.0f}s ({bench})", flush=True)
+    return note
+
+
+def run_one(a, recipe: str, seed: int, out: Path) -> dict:
+    folder = out / f"{recipe}-seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    t0 = time.perf_counter()
+    with open(folder / "log.txt", "a") as log:
+        proc = subprocess.run(run_args(a, recipe, seed, out), env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{recipe} seed {seed} failed (exit {proc.returncode}); see {folder / 'log.txt'}")
+    res = json.loads((folder / "results.json").read_text())
+    print(f"  {recipe:18s} seed {seed}: clean {100 * res['clean_accuracy']:.2f}%  "
+          f"-C {100 * res['corruption_accuracy']:.2f}%  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    return res
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    m = 100 * statistics.fmean(values)
+    s = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def _family(res: dict) -> dict[str, float]:
+    from robaug.eval.corruptions import CORRUPTION_FAMILIES
+
+    groups: dict[str, list[float]] = {}
+    for c, acc in res["corruption"]["per_corruption_accuracy"].items():
+        groups.setdefault(CORRUPTION_FAMILIES.get(c, "other"), []).append(acc)
+    return {f: statistics.fmean(v) for f, v in groups.items()}
+
+
+def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
+    families = ["noise", "blur", "weather", "digital"]
+    head = ("| recipe | loss | clean acc. (%) | Fashion-MNIST-C acc. (%) | "
+            + " | ".join(f"{f} (%)" for f in families) + " | train time / run (s) |")
+    lines = [head, "|" + "---|" * 2 + "---:|" * (3 + len(families))]
+    summary: dict[str, dict] = {}
+    for recipe in a.recipes:
+        rs = results.get(recipe, [])
+        if not rs:
+            continue
+        fam = [_family(r) for r in rs]
+        row = {
+            "clean": [r["clean_accuracy"] for r in rs],
+            "corruption": [r["corruption_accuracy"] for r in rs],
+            "families": {f: [x[f] for x in fam if f in x] for f in families},
+            "train_seconds": [r["train_seconds"] for r in rs],
+            "seeds": [r["config"]["seed"] for r in rs],
+        }
+        summary[recipe] = row
+        lines.append(f"| {recipe} | {rs[0]['recipe_loss']} | {_ms(row['clean'])} | {_ms(row['corruption'])} | "
+                     + " | ".join(_ms(row["families"][f]) for f in families)
+                     + f" | {statistics.fmean(row['train_seconds']):.0f} |")
+    de_runs = [r["diffaug_ensemble"] for r in results.get("diffaug", []) if "diffaug_ensemble" in r]
+    de_note = ""
+    if de_runs:
+        de = de_runs[0]
+        summary["diffaug+DE"] = {
+            "clean": [d["clean_accuracy"] for d in de_runs],
+            "corruption": [d["corruption_accuracy"] for d in de_runs],
+            "plain_clean": [d["plain_clean_accuracy"] for d in de_runs],
+            "plain_corruption": [d["plain_corruption_accuracy"] for d in de_runs],
+            "families": {f: [_family(d)[f] for d in de_runs] for f in families},
+            "images": de["images"], "timesteps": de["timesteps"],
+        }
+        s = summary["diffaug+DE"]
+        lines.append(f"| diffaug + DE | mean softmax over DiffAug_t, t in {{{', '.join(map(str, de['timesteps']))}}} | "
+                     f"{_ms(s['clean'])} | {_ms(s['corruption'])} | "
+                     + " | ".join(_ms(s["families"][f]) for f in families) + " | (same models) |")
+        de_note = (f"\nThe DE row is measured on the first {de['images']} images of the clean test set and of every "
+                   f"corrupted set (the ensemble costs {len(de['timesteps']) - 1} denoiser passes per image). The same "
+                   f"diffaug models evaluated plainly on exactly those images: clean {_ms(s['plain_clean'])}, "
+                   f"Fashion-MNIST-C {_ms(s['plain_corruption'])}.\n")
+    # per-corruption table (mean over seeds)
+    any_run = next(iter(results.values()))[0]
+    names = list(any_run["corruption"]["per_corruption_accuracy"])
+    per = ["| corruption | " + " | ".join(r for r in a.recipes if results.get(r)) + " |",
+           "|---|" + "---:|" * sum(1 for r in a.recipes if results.get(r))]
+    for c in names:
+        cells = []
+        for recipe in a.recipes:
+            rs = results.get(recipe)
+            if rs:
+                cells.append(f"{100 * statistics.fmean(r['corruption']['per_corruption_accuracy'][c] for r in rs):.1f}")
+        per.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + de_note, {"summary": summary, "per_corruption_table": "\n".join(per)}
+
+
+def write_doc(doc: Path, block: str) -> None:
+    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    command = "OMP_NUM_THREADS=1 python examples/fmnist_results.py " + " ".join(
+        __import__("shlex").quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    note = build_corruptions(a, out)
+    jobs = [(r, s) for r in COST_ORDER if r in a.recipes for s in a.seeds]
+    results: dict[str, list[dict]] = {}
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        futures = {pool.submit(run_one, a, r, s, out): (r, s) for r, s in jobs}
+        for fut, (r, s) in futures.items():
+            results.setdefault(r, []).append(fut.result())
+    for r in results:
+        results[r].sort(key=lambda res: res["config"]["seed"])
+    wall = time.perf_counter() - t0
+    table, extra = make_tables(a, results)
+    first = next(iter(results.values()))[0]
+    cfg = first["config"]
+    cpu_info = f"{os.cpu_count()} CPU cores, {a.jobs} runs in parallel x {a.threads} thread(s)"
+    block = (
+        f"Measured by\n\n```bash\n{command}\n```\n\n"
+        f"in {wall / 60:.1f} minutes of wall time ({cpu_info}). Every row: `{a.model}` "
+        f"({a.model_kwargs}), {a.epochs} epoch(s) of the {first['train_images']:,} training images, batch {a.batch_size}, SGD-Nesterov "
+        f"lr {a.lr} with {cfg['warmup_steps']} warm-up steps and cosine decay, weight decay {cfg['weight_decay']}, "
+        f"random crop (pad 2) + flip, seeds {', '.join(map(str, a.seeds))} (mean ± sample standard deviation). "
+        f"Clean accuracy on the {first['num_test_images']:,} test images; corrupted accuracy "
+        f"on {note}.\n\n{table}\n"
+        f"Accuracy per corruption (%, mean over seeds):\n\n{extra['per_corruption_table']}\n"
+    )
+    (out / "table.md").write_text(block)
+    (out / "summary.json").write_text(json.dumps({"wall_seconds": wall, "command": command, **extra}, indent=2))
+    print(block)
+    if a.doc:
+        write_doc(Path(a.doc), block)
+        print(f"updated {a.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
