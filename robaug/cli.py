@@ -19,11 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     p_list = sub.add_parser("list", help="list the registered pretrained denoisers")
     p_list.set_defaults(func=_list)
 
-    p_dl = sub.add_parser("download", help="pre-download registered weights into the cache (for offline clusters)")
-    p_dl.add_argument("names", nargs="+")
-    p_dl.add_argument("--cache-dir", default=None)
-    p_dl.set_defaults(func=_download)
+    sub.add_parser("download", help="pre-download weights into the cache (for offline clusters); see --help",
+                   add_help=False)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "download":  # the hub owns its own parser (names, --list, all, --revision, ...)
+        from .hub import main_download
+
+        return main_download(argv[1:])
     args = parser.parse_args(argv)
     args.func(args)
     return 0
@@ -34,14 +37,6 @@ def _list(args: argparse.Namespace) -> None:
 
     for name in list_pretrained():
         print(name)
-
-
-def _download(args: argparse.Namespace) -> None:
-    from .hub import download_weights
-
-    for name in args.names:
-        path = download_weights(name, cache_dir=args.cache_dir)
-        print(f"{name}: {path}")
 
 
 if __name__ == "__main__":
