@@ -280,3 +280,23 @@ def test_end_to_end_with_generated_set_and_small_cnn():
     res = B.evaluate_corruptions(model, bench, clean=(x, y), batch_size=5)
     assert set(res.errors) == {"gaussian_noise", "pixelate"} and res.severities == [1, 5]
     assert 0.0 <= res.mean_corruption_error <= 1.0 and res.clean_error is not None
+
+
+def test_real_diffaug_ensemble_plugs_in(tmp_path):
+    diffaug = pytest.importorskip("robaug.transforms.diffaug")
+    from robaug.diffusion import CallableDenoiser
+
+    _write_cifar_c(tmp_path)
+
+    def to_class_3(x, sigma, labels):  # every denoised view encodes class 3 (x0_hat in [-1, 1])
+        return torch.full_like(x, 2 * 3 * STEP / 255 - 1)
+
+    den = CallableDenoiser(to_class_3, in_channels=3)
+    # raw view + two denoised views: averaged softmaxes of one-hot logits always favour class 3,
+    # so only the label-3 image of every 10 is right
+    res = B.evaluate_corruptions(PixelClassifier(), tmp_path, denoiser=den, ensemble_timesteps=[0, 100, 200])
+    assert all(e == pytest.approx(0.9) for by in res.errors.values() for e in by.values())
+    # with t = 0 only, DE is the classifier itself
+    raw = B.evaluate_corruptions(PixelClassifier(), tmp_path, denoiser=den, ensemble_timesteps=[0])
+    assert raw.errors == B.evaluate_corruptions(PixelClassifier(), tmp_path).errors
+    assert isinstance(diffaug.DiffAugEnsemble, type)
