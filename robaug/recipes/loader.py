@@ -107,6 +107,7 @@ def tensor_batches(
     """Batches gathered by index from in-memory tensors (no workers, no per-sample transform)."""
     for idx in sampler:
         index = torch.as_tensor([i[0] for i in idx] if sampler.with_seeds else idx, dtype=torch.long)
+        index = index.to(images.device, non_blocking=True)
         yield images[index], labels[index]
 
 

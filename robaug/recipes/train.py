@@ -341,6 +341,9 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     sample_tf = SampleAugment(info, spec, train=True, base=not base_on_device, mixer_in_worker=mixer_in_workers,
                               ipmix_kwargs=cfg.ipmix_kwargs, augmix_severity=cfg.augmix_severity) if use_loader else None
 
+    if in_memory and not use_loader and d.device.type == "cuda":
+        # CIFAR-size uint8 sets fit on the GPU: batches are then gathered there, no host-device copies
+        train_ds = TensorImages(train_ds.images.to(d.device), train_ds.labels.to(d.device))  # type: ignore[union-attr]
     steps_per_epoch = len(train_ds) // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_ds)} samples)")
