@@ -22,7 +22,6 @@ Metrics (all errors are fractions in [0, 1]; ``to_markdown`` prints percentages)
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
