@@ -53,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--de-images", type=int, default=40, help="images per test set for the DiffAug Ensemble")
     p.add_argument("--de-timesteps", default="0:500:50", help="DE timesteps (paper: 0:500:50)")
     p.add_argument("--denoiser", default="fmnist-ddpm")
+    p.add_argument("--cache-dir", default=None, help="where the Fashion-MNIST-C set is built (default <out>/cache)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--doc", default=None, help="markdown file whose results block is replaced (docs/results.md)")
@@ -65,7 +66,7 @@ def run_args(a, recipe: str, seed: int, out: Path) -> list[str]:
     args = [sys.executable, str(TRAIN), "--preset", "fmnist-cpu", "--recipe", recipe, "--seed", str(seed),
             "--epochs", str(a.epochs), "--model", a.model, "--model-kwargs", a.model_kwargs,
             "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--denoiser", a.denoiser, "--diffaug-bf16",
-            "--corruption-images", str(a.corruption_images), "--cache-dir", str(out / "cache"),
+            "--corruption-images", str(a.corruption_images), "--cache-dir", str(_cache(a, out)),
             "--out-dir", str(out / f"{recipe}-seed{seed}"), "--no-progress", "--ckpt-every", "100",
             "--log-every", "50"]
     if recipe == "diffaug":
@@ -77,6 +78,10 @@ def run_args(a, recipe: str, seed: int, out: Path) -> list[str]:
     return args
 
 
+def _cache(a, out: Path) -> Path:
+    return Path(a.cache_dir) if a.cache_dir else out / "cache"
+
+
 def build_corruptions(a, out: Path) -> str:
     """Build the Fashion-MNIST-C set once, before the parallel runs (they then only read it)."""
     from robaug.recipes.datasets import load_dataset
@@ -84,7 +89,7 @@ def build_corruptions(a, out: Path) -> str:
 
     test, info = load_dataset("fashion_mnist", train=False, subset=a.test_subset)
     t0 = time.perf_counter()
-    bench, note = corruption_benchmark(info, test, num_images=a.corruption_images, cache_dir=out / "cache",
+    bench, note = corruption_benchmark(info, test, num_images=a.corruption_images, cache_dir=_cache(a, out),
                                        progress=True)
     print(f"{note}: ready in {time.perf_counter() - t0:.0f}s ({bench})", flush=True)
     return note

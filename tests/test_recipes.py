@@ -324,16 +324,42 @@ def _run(tmp_path, name, **kw) -> tuple[dict, Path]:
     return train(cfg), Path(cfg.out_dir)
 
 
-@pytest.mark.parametrize("recipe,extra", [("baseline", set()), ("diffaug", {"ce_diffaug"})])
-def test_training_logs_the_recipe_loss_terms(tmp_path, tiny_denoiser_path, recipe, extra):
+@pytest.mark.parametrize("recipe,terms", [
+    ("baseline", {"ce"}),
+    ("augmix", {"ce"}),
+    ("diffaug", {"ce", "ce_diffaug"}),
+    pytest.param("diffaug_ipmix_jsd", {"ce", "ce_diffaug", "jsd"}, marks=needs_ipmix),
+])
+def test_training_logs_the_recipe_loss_terms(tmp_path, tiny_denoiser_path, recipe, terms):
     res, out = _run(tmp_path, recipe, recipe=recipe, steps=4, denoiser=str(tiny_denoiser_path))
     hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert hist and {"ce", "loss"} | extra <= set(hist[-1]) and "jsd" not in hist[-1]
-    assert hist[-1]["loss"] == pytest.approx(sum(hist[-1][k] for k in {"ce"} | extra), rel=1e-5)
+    logged = {k for k in hist[-1] if k in ("ce", "ce_diffaug", "jsd")}
+    assert logged == terms
+    assert hist[-1]["loss"] == pytest.approx(sum(hist[-1][k] for k in terms), rel=1e-5)
     assert res["recipe_loss"] == RECIPES[recipe].loss and 0.0 <= res["clean_accuracy"] <= 1.0
     assert (out / "metrics.csv").read_text().splitlines()[0].startswith("step,epoch,lr,loss")
     sd = load_file(str(out / "model.safetensors"))
     assert "model.fc.weight" in sd and "mean" in sd
+
+
+def test_imagefolder_training_and_evaluation(tmp_path):
+    """ImageNet layout: decoded and RandomResizedCrop'ed per sample in workers; eval Resize + CenterCrop."""
+    import PIL.Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 8), ("val", 3)):
+        for c in ("cat", "dog"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                arr = torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()
+                PIL.Image.fromarray(arr).save(tmp_path / "data" / split / c / f"{i}.png")
+    ds, info = load_dataset("imagefolder", tmp_path / "data", train=True, img_size=32)
+    assert info.num_classes == 2 and info.img_size == 32 and len(ds) == 16
+    res, out = _run(tmp_path, "folder", dataset="imagefolder", data_root=str(tmp_path / "data"), img_size=32,
+                    train_subset=None, test_subset=None, batch_size=4, steps=3, num_workers=1, log_every=1)
+    assert res["num_test_images"] == 6 and "corruption_accuracy" not in res
+    hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(hist) == 3 and "test_acc" in hist[-1]
 
 
 @needs_ipmix

@@ -328,6 +328,11 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     ckpt_path = out / "checkpoint.pt"
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and results_path.is_file():
+        done = json.loads(results_path.read_text())
+        _check_resume(done["config"], cfg, results_path)
+        _log(f"{results_path} exists: the run is complete", d)
+        return done if d.main else {}
 
     # ---- data -----------------------------------------------------------------------------------------
     train_ds, info = load_dataset(cfg.dataset, cfg.data_root, train=True, subset=cfg.train_subset,
@@ -376,11 +381,6 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
 
     # ---- resume -------------------------------------------------------------------------------------------
     step, history, train_seconds = 0, [], 0.0
-    if cfg.resume and results_path.is_file():
-        done = json.loads(results_path.read_text())
-        _check_resume(done["config"], cfg, results_path)
-        _log(f"{results_path} exists: the run is complete", d)
-        return done
     if cfg.resume and ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=d.device, weights_only=True)
         _check_resume(ck["config"], cfg, ckpt_path)
