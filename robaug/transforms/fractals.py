@@ -93,11 +93,14 @@ def sample_ifs(
     return coeffs, probs
 
 
-def _random_bytes(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Uniform random uint8 tensor; 8 bytes per int64 draw (an order of magnitude faster than ``torch.rand``)."""
+def _random_bytes(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform random uint8 tensor of ``shape``, ~10x faster than ``torch.rand`` on CPU.
+
+    ``int64.random_()`` draws from ``[0, 2**63)``, so only the 7 low bytes of each word are uniform.
+    """
     numel = math.prod(shape)
-    words = torch.empty((numel + 7) // 8, dtype=torch.int64, device=device).random_(generator=generator)
-    return words.view(torch.uint8)[:numel].view(*shape)
+    words = torch.empty((numel + 6) // 7, dtype=torch.int64, device=device).random_(generator=generator)
+    return words.view(torch.uint8).view(-1, 8)[:, :7].reshape(-1)[:numel].view(*shape)
 
 
 def chaos_game(

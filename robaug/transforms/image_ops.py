@@ -8,8 +8,11 @@ functional op of the same name (``torchvision.transforms.v2.functional``) applie
 image's parameter; ops that PIL defines on 8-bit levels (posterize, equalize, autocontrast) work on the
 8-bit level ``round(255 x)`` as PIL and torchvision's uint8 kernels do.
 
-kornia's ``enhance`` functions already take per-sample parameters for several ops (solarize, equalize,
-sharpness, saturation, contrast); they are used where their definition is the torchvision/PIL one.
+kornia's ``enhance`` functions already take per-sample parameters for several ops; ``sharpness``,
+``adjust_saturation_with_gray_subtraction`` and ``adjust_contrast_with_mean_subtraction`` are used as they are
+(their definition is the torchvision/PIL one). Solarize, equalize and posterize are written here: kornia's
+versions are correct but spend most of their time in checks and ``torch.where`` passes (or truncate 8-bit
+levels), and they run in IPMix's hot loop.
 Geometric ops share one warp (:func:`affine`) whose matrices follow torchvision's convention, so a step that
 rotates some images, shears others and translates the rest is a single ``grid_sample`` call.
 """
@@ -36,6 +39,8 @@ __all__ = [
     "hflip",
     "affine_matrix",
     "affine",
+    "affine_theta",
+    "warp",
     "rotate",
     "shear_x",
     "shear_y",
@@ -89,13 +94,34 @@ def posterize(x: torch.Tensor, bits: Param) -> torch.Tensor:
 
 
 def solarize(x: torch.Tensor, threshold: Param) -> torch.Tensor:
-    """Invert the values ``>= threshold`` (threshold in [0, 1]; above 1 leaves the image unchanged)."""
-    return KE.solarize(x, _vector(threshold, x.shape[0], x.device, x.dtype))
+    """Invert the values ``>= threshold`` (threshold in [0, 1]; above 1 leaves the image unchanged).
+
+    Same as ``kornia.enhance.solarize``; written as ``x + [x >= t] (1 - 2 x)`` because ``torch.where`` on a
+    large tensor is several times slower than arithmetic on CPU.
+    """
+    t = _per_sample(threshold, x)
+    return torch.addcmul(x, x >= t, x.mul(-2.0).add_(1.0))
 
 
 def equalize(x: torch.Tensor) -> torch.Tensor:
-    """Histogram equalisation of every channel of every image (PIL ``ImageOps.equalize``)."""
-    return KE.equalize(x)
+    """Histogram equalisation of every channel of every image (PIL ``ImageOps.equalize``).
+
+    PIL's algorithm on the 8-bit level ``int(255 x)`` (as ``kornia.enhance.equalize``, whose check and
+    ``torch.where`` passes make it several times slower): ``step = (count - count of the last used level) // 255``,
+    ``lut[v] = (cumsum[v - 1] + step // 2) // step``, and a channel with ``step == 0`` is unchanged.
+    """
+    n, c, h, w = x.shape
+    planes = n * c
+    level = x.reshape(planes, h * w).mul(255.0).clamp_(0, 255).to(torch.int64)
+    hist = torch.zeros(planes, 256, device=x.device, dtype=torch.float64)
+    hist.scatter_add_(1, level, torch.ones(1, device=x.device, dtype=torch.float64).expand(planes, h * w))
+    used = torch.arange(256, device=x.device, dtype=torch.float64).expand(planes, 256)
+    last = torch.where(hist > 0, used, 0.0).amax(1, keepdim=True).long()
+    step = torch.floor((h * w - hist.gather(1, last)) / 255)
+    cum = hist.cumsum(1) - hist  # cumsum[v - 1]
+    lut = torch.floor((cum + torch.floor(step / 2)) / step.clamp(min=1)).clamp_(0, 255)
+    lut = torch.where(step > 0, lut, used).div_(255.0).to(x.dtype)
+    return lut.gather(1, level).view(n, c, h, w)
 
 
 def autocontrast(x: torch.Tensor, cutoff: Param = 0.0) -> torch.Tensor:
@@ -205,6 +231,26 @@ def affine_matrix(
     return torch.stack([m00, m01, m02, m10, m11, m12], dim=1).view(n, 2, 3)
 
 
+def affine_theta(matrix: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Convert :func:`affine_matrix` matrices to ``grid_sample``'s normalised ``(n, 2, 3)`` form.
+
+    Pixel coordinates centred on the image map to ``[-1, 1]`` by dividing by half the side
+    (``align_corners=False``: pixel centres at ``(2 i + 1) / side - 1``).
+    """
+    m = matrix.reshape(-1, 6)
+    scale = torch.tensor(
+        [1.0, height / width, 2.0 / width, width / height, 1.0, 2.0 / height], dtype=m.dtype, device=m.device
+    )
+    return (m * scale).view(-1, 2, 3)
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Bilinear ``grid_sample`` of every image with its own normalised ``theta`` (from :func:`affine_theta`)."""
+    theta = theta.to(device=x.device, dtype=x.dtype).view(x.shape[0], 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """Warp every image with its own inverse affine ``matrix`` (from :func:`affine_matrix`).
 
@@ -214,21 +260,7 @@ def affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     n, _, h, w = x.shape
     if matrix.shape != (n, 2, 3):
         raise ValueError(f"expected matrices of shape ({n}, 2, 3), got {tuple(matrix.shape)}")
-    m = matrix.to(device=x.device, dtype=x.dtype)
-    # Rescale from centred pixel coordinates to grid_sample's [-1, 1] (align_corners=False).
-    theta = torch.stack(
-        [
-            m[:, 0, 0],
-            m[:, 0, 1] * (h / w),
-            m[:, 0, 2] * (2.0 / w),
-            m[:, 1, 0] * (w / h),
-            m[:, 1, 1],
-            m[:, 1, 2] * (2.0 / h),
-        ],
-        dim=1,
-    ).view(n, 2, 3)
-    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return warp(x, affine_theta(matrix.to(device=x.device, dtype=x.dtype), h, w))
 
 
 def rotate(x: torch.Tensor, angle: Param) -> torch.Tensor:
