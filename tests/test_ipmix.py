@@ -1,0 +1,399 @@
+"""IPMix: per-sample randomness, types, determinism, the JSD triple, the official scalings and mixes, errors."""
+
+from __future__ import annotations
+
+import math
+
+import PIL.Image
+import pytest
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from robaug.losses.jsd import JSDLoss
+from robaug.transforms import image_ops as O
+from robaug.transforms.fractals import MixingSet
+from robaug.transforms.ipmix import IMAGE_OPS, IPMIX_PRESETS, MIXING_OPS, IPMix, _Rng
+
+MIX = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # small mixing set for speed
+
+
+def make(**kw):
+    kw.setdefault("mixing_set", MIX)
+    return IPMix(**kw)
+
+
+def _batch(b=8, c=3, h=32, w=32, seed=1):
+    return torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------------------------------
+# types, shapes, range
+
+
+def test_uint8_and_float_batches_keep_type_and_range():
+    x = _batch()
+    y = make(generator=torch.Generator().manual_seed(0))(x)
+    assert y.dtype == torch.uint8 and y.shape == x.shape
+    xf = x.float() / 255
+    yf = make(generator=torch.Generator().manual_seed(0))(xf)
+    assert yf.dtype == torch.float32 and yf.shape == x.shape
+    assert yf.min() >= 0 and yf.max() <= 1
+    assert (yf - xf).abs().mean() > 0.005  # it does something
+    y64 = make()(xf.double())
+    assert y64.dtype == torch.float64
+
+
+def test_single_images_pil_and_tv_tensors():
+    t = make()
+    img = _batch(1)[0]
+    assert t(img).shape == img.shape and t(img).dtype == torch.uint8
+    for mode in ("RGB", "L"):
+        pil = TF.to_pil_image(img if mode == "RGB" else img[:1])
+        out = t(pil)
+        assert isinstance(out, PIL.Image.Image) and out.mode == mode and out.size == pil.size
+    tv = tv_tensors.Image(_batch(4))
+    out = t(tv)
+    assert isinstance(out, tv_tensors.Image) and out.shape == tv.shape
+    lead = _batch(6).view(2, 3, 3, 32, 32)  # (..., C, H, W)
+    assert t(lead).shape == lead.shape
+
+
+def test_labels_pass_through():
+    x, labels = _batch(), torch.arange(8)
+    out, lab = make()(x, labels)
+    assert lab is labels and out.shape == x.shape
+    img, label = make()(TF.to_pil_image(x[0]), 3)
+    assert label == 3 and isinstance(img, PIL.Image.Image)
+
+
+def test_any_resolution_grayscale_and_channel_conversion_of_the_mixing_set():
+    gray = _batch(4, c=1, h=28, w=28)
+    assert make()(gray).shape == gray.shape  # RGB mixing set -> grey
+    rgb_from_gray_set = IPMix(mixing_set=torch.rand(3, 1, 16, 16))(_batch(4, h=40, w=24))
+    assert rgb_from_gray_set.shape == (4, 3, 40, 24)
+    big = make(preset="imagenet")(_batch(2, h=96, w=80))
+    assert big.shape == (2, 3, 96, 80)
+
+
+# --------------------------------------------------------------------------------------------------
+# randomness
+
+
+def test_every_sample_gets_its_own_draw():
+    x = _batch(1).expand(16, -1, -1, -1).contiguous()  # 16 copies of one image
+    y = make(generator=torch.Generator().manual_seed(0))(x).float()
+    diff = (y.unsqueeze(0) - y.unsqueeze(1)).abs().flatten(2).mean(-1) + torch.eye(16) * 1e3
+    assert (diff > 0.1).float().mean() > 0.9  # nearly every pair differs
+
+
+def test_same_seed_same_output_and_global_rng():
+    x = _batch()
+    a = make(generator=torch.Generator().manual_seed(5))(x)
+    b = make(generator=torch.Generator().manual_seed(5))(x)
+    c = make(generator=torch.Generator().manual_seed(6))(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(11)
+    d = make()(x)
+    torch.manual_seed(11)
+    assert torch.equal(d, make()(x))
+
+
+def test_default_mixing_set_is_procedural_fractals():
+    t = IPMix(mixing_set=MixingSet(num_images=32), generator=torch.Generator().manual_seed(0))
+    assert t.mixing_set.kind == "fractals" and IPMix().mixing_set.kind == "fractals"
+    assert t(_batch(4)).shape == (4, 3, 32, 32)
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_image_level_chains_never_use_the_mixing_set():
+    x = _batch()
+    a = IPMix(mixing_set=torch.zeros(2, 3, 8, 8), chain_types=("image",), generator=_gen(3))(x)
+    b = IPMix(mixing_set=torch.ones(2, 3, 8, 8), chain_types=("image",), generator=_gen(3))(x)
+    assert torch.equal(a, b)
+    c = IPMix(mixing_set=torch.zeros(2, 3, 8, 8), chain_types=("patch",), generator=_gen(3))(x)
+    d = IPMix(mixing_set=torch.ones(2, 3, 8, 8), chain_types=("patch",), generator=_gen(3))(x)
+    assert not torch.equal(c, d)
+
+
+def test_zero_depth_returns_the_input():
+    x = torch.rand(4, 3, 16, 16)
+    torch.testing.assert_close(make(depth=0)(x), x)
+
+
+def test_dataloader_workers_give_different_augmentations():
+    class Same(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return _batch(1)[0]
+
+    class Aug(torch.utils.data.Dataset):
+        def __init__(self):
+            self.t = v2.Compose([v2.RandomHorizontalFlip(p=0.0), make()])
+            self.base = Same()
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            return self.t(self.base[i]), torch.utils.data.get_worker_info().id
+
+    loader = torch.utils.data.DataLoader(Aug(), batch_size=4, num_workers=2, multiprocessing_context="fork")
+    batches = list(loader)
+    ids = [int(w[0]) for _, w in batches]
+    assert sorted(ids) == [0, 1]  # one batch from each worker
+    first = [b[0].float() for b, _ in batches]
+    assert (first[0] - first[1]).abs().mean() > 1  # workers are seeded differently
+    assert all((b[0].float() - b[1].float()).abs().mean() > 1 for b, _ in batches)
+
+
+# --------------------------------------------------------------------------------------------------
+# JSD views
+
+
+def test_jsd_triple_for_a_single_image_and_a_batch(monkeypatch):
+    calls = []
+    original = MixingSet.sample
+
+    def spy(self, index, size, channels):
+        calls.append(index.clone())
+        return original(self, index, size, channels)
+
+    monkeypatch.setattr(MixingSet, "sample", spy)
+    img = _batch(1)[0]
+    clean, v1, v2_ = make(num_views=2, generator=_gen(0))(img)
+    assert clean is img and v1.shape == v2_.shape == img.shape
+    assert not torch.equal(v1, v2_)
+    assert len(calls) == 1 and calls[0].shape == (1,)  # one picture, shared by both views
+
+    x = _batch(8)
+    out = make(num_views=2, generator=_gen(0))(x)
+    assert out.shape == (24, 3, 32, 32)  # [clean | view1 | view2]
+    assert torch.equal(out[:8], x)
+    assert not torch.equal(out[8:16], out[16:])
+    assert len(calls) == 2 and calls[1].shape == (8,)
+    pil = TF.to_pil_image(img)
+    triple = make(num_views=2)(pil)
+    assert len(triple) == 3 and triple[0] is pil and all(isinstance(v, PIL.Image.Image) for v in triple)
+
+
+def test_views_share_the_mixing_picture():
+    # x = 1/2 everywhere; mixing pictures: 1/2 everywhere (every patch mix then returns ~1/2) or 0.
+    # With a shared picture the two views of an image are unchanged together or (almost always) changed together.
+    half = 128 / 255  # exactly representable in the uint8 mixing set
+    pics = torch.stack([torch.full((3, 16, 16), half), torch.zeros(3, 16, 16)])
+    t = IPMix(mixing_set=pics, num_views=2, chain_types=("patch",), patch_sizes=(1.0,), generator=_gen(0))
+    out = t(torch.full((200, 3, 16, 16), half))
+    changed1 = (out[200:400] - half).abs().flatten(1).amax(1) > 0.01  # same-picture mixes move x by < 0.002
+    changed2 = (out[400:] - half).abs().flatten(1).amax(1) > 0.01
+    assert 50 < changed1.sum() < 150  # both kinds of picture occur
+    assert (changed1 != changed2).float().mean() < 0.15  # independent pictures would give ~0.45
+
+
+def test_batch_output_is_what_jsd_losses_split():
+    x, y = _batch(4), torch.tensor([0, 1, 2, 3])
+    out = make(num_views=2)(x).float().div(255)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 5))
+    loss = JSDLoss()(model(out), y)
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
+# --------------------------------------------------------------------------------------------------
+# the official scalings, ops and mixes
+
+
+def test_presets_and_overrides():
+    t = make(preset="imagenet")
+    assert (t.beta, t.severity, t.partner_aug_prob) == (4.0, 1.0, 0.5)
+    assert t._patch_pixels(224, 224) == ([4, 8, 16, 32, 64, 224], [4, 8, 16, 32, 64, 224])
+    c = make()
+    assert (c.beta, c.severity, c.partner_aug_prob) == (3.0, 3.0, 0.0)
+    assert c._patch_pixels(32, 32) == ([4, 8, 16, 32], [4, 8, 16, 32])
+    assert make(preset="imagenet", beta=2.0, severity=3).beta == 2.0
+    assert set(IPMIX_PRESETS) == {"cifar", "imagenet"}
+
+
+@pytest.mark.parametrize("all_ops", [False, True])
+def test_image_ops_use_augmix_scalings(all_ops):
+    """Each op of a step, at level L and sign s, equals torchvision's functional op with the official scaling."""
+    t = make(all_ops=all_ops)
+    ops = t._ops
+    reps = 12
+    n = len(ops) * reps
+    x = _batch(n, h=24, w=20).float() / 255
+    op = torch.arange(n) % len(ops)
+    level_u = (torch.arange(n) // len(ops) + 0.5) / reps  # every op at levels across [0.1, severity]
+    sign_u = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    prm = t._op_params(op, level_u, sign_u, 24, 20)
+    group = t._op2group[op]
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=len(t._op2group.unique()) + 10).tolist()
+    out = torch.empty_like(x)
+    t._image_ops(x, order, out, order, prm[order], counts)
+
+    B = InterpolationMode.BILINEAR
+    for i in range(n):
+        L = 0.1 + float(level_u[i]) * (t.severity - 0.1)
+        s = -1 if float(sign_u[i]) < 0.5 else 1
+        im, im8 = x[i], (x[i] * 255).round().byte()
+        name = ops[int(op[i])]
+        if name == "rotate":
+            ref = TF.rotate(im, s * int(L * 30 / 10), interpolation=B)
+        elif name in ("shear_x", "shear_y"):
+            deg = math.degrees(math.atan(s * L * 0.3 / 10))
+            shear = [deg, 0.0] if name == "shear_x" else [0.0, deg]
+            ref = TF.affine(im, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, interpolation=B, center=[0, 0])
+        elif name in ("translate_x", "translate_y"):
+            px = s * int(L * (20 if name == "translate_x" else 24) / 3 / 10)
+            shift = [px, 0] if name == "translate_x" else [0, px]
+            ref = TF.affine(im, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=B)
+        elif name == "posterize":
+            ref = TF.posterize(im8, 4 - int(L * 4 / 10)).float() / 255
+        elif name == "solarize":
+            ref = TF.solarize(im8, min(255, 256 - int(L * 256 / 10))).float() / 255
+            if 256 - int(L * 256 / 10) > 255:
+                ref = im
+        elif name == "equalize":
+            ref = TF.equalize(im8).float() / 255
+        elif name == "mirror":
+            ref = TF.horizontal_flip(im)
+        elif name == "invert":
+            ref = TF.invert(im)
+        elif name == "autocontrast":
+            import PIL.ImageOps
+
+            ref = TF.pil_to_tensor(PIL.ImageOps.autocontrast(TF.to_pil_image(im8), 10 - L)).float() / 255
+        else:
+            factor = L * 1.8 / 10 + 0.1
+            fn = {"color": TF.adjust_saturation, "contrast": TF.adjust_contrast,
+                  "brightness": TF.adjust_brightness, "sharpness": TF.adjust_sharpness}[name]  # fmt: skip
+            ref = fn(im, factor)
+        torch.testing.assert_close(out[i], ref, atol=2e-4, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+def test_patch_mixes_follow_the_official_formulas():
+    """``_mix`` against the official add/multiply/random_pixels/random_elems (then clipped, pasted in the patch)."""
+    g = torch.Generator().manual_seed(0)
+    n = 4
+    x1, x2 = torch.rand(n, 3, 8, 8, generator=g), torch.rand(n, 3, 8, 8, generator=g)
+    x2[:, :, 0, 0] = 0  # exercise the 1e-37 clip of multiply
+    rect = torch.zeros(n, 1, 8, 8)
+    rect[:, :, 2:6, 1:7] = 1
+    a = torch.tensor([0.7, 1.4, 0.3, 1.9])
+    b = torch.tensor([0.2, -0.6, 0.9, -0.1])
+    p = torch.tensor([0.0, 0.3, 0.6, 1.0])
+    prm = torch.zeros(n, 8)
+    prm[:, 4], prm[:, 5], prm[:, 6], prm[:, 7] = a, b, (1 - a - b) / 2, torch.round(p * 256)
+    rng = _Rng(torch.device("cpu"), torch.Generator().manual_seed(1))
+    inside = rect.bool().expand(n, 3, 8, 8)
+    for k, op in enumerate(MIXING_OPS):
+        counts = [0] * 4
+        counts[k] = n
+        out = x1.clone()
+        IPMix._mix(out, x2, rect, prm, counts, rng)
+        assert torch.equal(out[~inside], x1[~inside])  # outside the patch: untouched
+        A, Bv = a.view(-1, 1, 1, 1), b.view(-1, 1, 1, 1)
+        if op == "add":
+            ref = ((A * (2 * x1 - 1) + Bv * (2 * x2 - 1)) + 1) / 2
+        elif op == "multiply":
+            ref = (2 * x1) ** A * (2 * x2).clip(1e-37) ** Bv / 2
+        if op in ("add", "multiply"):
+            torch.testing.assert_close(out[inside], ref.clamp(0, 1)[inside], atol=1e-5, rtol=1e-5)
+        else:
+            took_x1 = (out == x1) & inside
+            took_x2 = (out == x2) & inside
+            assert (took_x1 | took_x2)[inside].all()  # every patch value comes from x1 or x2
+            share = took_x1.flatten(1).sum(1).float() / inside.flatten(1).sum(1)
+            torch.testing.assert_close(share, p, atol=0.2, rtol=0)  # mask = rand < p keeps x1
+            if op == "random_pixels":  # one mask for all channels
+                assert (took_x1[:, 0] == took_x1[:, 1]).all() and (took_x1[:, 1] == took_x1[:, 2]).all()
+
+
+def test_patch_geometry_and_beta_draws_follow_the_official_distributions():
+    t = make()
+    n = 20000
+    u = torch.rand(n, 1, 18, generator=torch.Generator().manual_seed(0))
+    op = torch.zeros(n, 1, dtype=torch.long)
+    prm = t._step_params(u, op, op, 32, 32)[:, 0, 20:]
+    top, left, ph, pw, a, b, half, keep, size_idx = prm.unbind(1)
+    sizes = torch.tensor([4.0, 8, 16, 32])[size_idx.long()]
+    assert torch.equal(torch.bincount(size_idx.long()).bool(), torch.ones(4, dtype=torch.bool))
+    assert ((top >= 0) & (top + sizes <= 32) & (left >= 0) & (left + sizes <= 32)).all()
+    assert ((ph >= 2) & (ph <= sizes) & (pw >= 2) & (pw <= sizes)).all()
+    assert ((ph == sizes) & (pw == sizes)).float().mean() > 0.5  # square with p = 0.5 (+ thin ones of full size)
+    # (a, b): half Beta(3, 1) / Beta(1, 3); half 1 + Beta(1, 3) / -Beta(1, 3)
+    first = a <= 1
+    assert abs(first.float().mean() - 0.5) < 0.02
+    assert abs(a[first].mean() - 0.75) < 0.01 and abs(b[first].mean() - 0.25) < 0.01  # Beta(3,1) mean 3/4
+    assert abs(a[~first].mean() - 1.25) < 0.01 and abs(b[~first].mean() + 0.25) < 0.01
+    assert torch.allclose(half, (1 - a - b) / 2)
+    assert keep.min() >= 0 and keep.max() <= 256
+
+
+@pytest.mark.parametrize("depth, idle", [(1, 1 / 2), (3, 1 / 4)])
+def test_chain_length_is_uniform_from_zero_to_depth(depth, idle):
+    # One chain of U{0..depth} patch steps mixing x = 1/2 with a black picture: x is unchanged when the chain
+    # takes no step (probability 1 / (depth + 1)) and, rarely, when a random mask keeps every pixel.
+    half = 128 / 255
+    t = IPMix(mixing_set=torch.zeros(1, 1, 4, 4), width=1, depth=depth, chain_types=("patch",), patch_sizes=(1.0,),
+              generator=_gen(1))  # fmt: skip
+    y = t(torch.full((4000, 1, 4, 4), half))
+    unchanged = ((y - half).abs().flatten(1).amax(1) < 1e-6).float().mean()
+    assert idle - 0.01 < unchanged < idle + 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+def test_bad_inputs_and_arguments_raise_clear_errors():
+    t = make()
+    with pytest.raises(ValueError, match="empty"):
+        t(torch.zeros(0, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        t(torch.full((2, 3, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        t(torch.full((2, 3, 8, 8), 3.0))
+    with pytest.raises(ValueError, match="channels"):
+        t(torch.zeros(2, 2, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        IPMix(mixing_set=torch.rand(4, 4, 8, 8))
+    with pytest.raises(TypeError, match="Mask"):
+        t(_batch(2), tv_tensors.Mask(torch.zeros(2, 32, 32)))
+    for kwargs, match in [
+        (dict(width=0), "width"),
+        (dict(num_views=0), "num_views"),
+        (dict(severity=0), "severity"),
+        (dict(beta=0), "beta"),
+        (dict(patch_sizes=(1.5,)), "patch_sizes"),
+        (dict(patch_sizes=()), "patch_sizes"),
+        (dict(chain_types=("pixel",)), "chain_types"),
+        (dict(preset="svhn"), "preset"),
+        (dict(partner_aug_prob=2.0), "partner_aug_prob"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            make(**kwargs)
+    with pytest.raises(TypeError, match="generator"):
+        make(generator=0)
+
+
+def test_module_behaviour():
+    t = make(preset="imagenet", num_views=2)
+    assert "preset=imagenet" in repr(t) and "num_views=2" in repr(t)
+    assert t.state_dict() == {}
+    assert len(IMAGE_OPS) == 10
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batch():  # pragma: no cover - no GPU on the development machines
+    x = _batch().cuda()
+    y = make(generator=torch.Generator("cuda").manual_seed(0))(x)
+    assert y.device == x.device and y.dtype == torch.uint8
