@@ -1,4 +1,4 @@
-"""The ``robaug`` command: ``robaug demo``, ``robaug download``."""
+"""The ``robaug`` command: ``demo``, ``list``, ``download``, ``generate``, ``train``."""
 
 from __future__ import annotations
 
@@ -19,17 +19,36 @@ def main(argv: list[str] | None = None) -> int:
     p_list = sub.add_parser("list", help="list the registered pretrained denoisers")
     p_list.set_defaults(func=_list)
 
-    sub.add_parser("download", help="pre-download weights into the cache (for offline clusters); see --help",
-                   add_help=False)
+    for name, help_text in _DELEGATED_HELP.items():
+        sub.add_parser(name, help=help_text + " (see 'robaug %s --help')" % name, add_help=False)
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "download":  # the hub owns its own parser (names, --list, all, --revision, ...)
-        from .hub import main_download
-
-        return main_download(argv[1:])
+    if argv and argv[0] in _DELEGATED_HELP:  # these subcommands own their parsers
+        return int(_delegated(argv[0])(argv[1:]) or 0)
     args = parser.parse_args(argv)
     args.func(args)
     return 0
+
+
+_DELEGATED_HELP = {
+    "download": "pre-download weights into the cache (for offline clusters)",
+    "generate": "write a class-balanced synthetic dataset in resumable shards (torchrun for several GPUs)",
+    "train": "train a classifier with a robustness recipe (baseline, augmix, ipmix, diffaug, ...)",
+}
+
+
+def _delegated(name: str):
+    if name == "download":
+        from .hub import main_download
+
+        return main_download
+    if name == "generate":
+        from .generate import main_generate
+
+        return main_generate
+    from .recipes.cli import main as main_train
+
+    return main_train
 
 
 def _list(args: argparse.Namespace) -> None:
