@@ -255,6 +255,14 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     os.replace(tmp, out / "metrics.csv")
 
 
+def _append_metrics(out: Path, rec: dict[str, Any]) -> None:
+    """Append one record to metrics.jsonl / metrics.csv (rewritten from the checkpoint's history on resume)."""
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    with open(out / "metrics.csv", "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=_CSV_FIELDS, extrasaction="ignore", restval="").writerow(rec)
+
+
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     now = cfg.to_dict()
     diff = [k for k in now if k not in TrainConfig.RESUME_FREE and json.dumps(saved.get(k)) != json.dumps(now[k])]
@@ -404,7 +412,6 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
             "ema": ema.state_dict() if ema is not None else {},
         }
         _atomic_save(state, ckpt_path)
-        _write_metrics(out, history)
 
     net: nn.Module = model
     if d.world_size > 1:
@@ -484,6 +491,8 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
                     rec["test_acc"] = _test_accuracy(eval_model, test_ds, info, d, cfg.eval_batch_size, amp_dtype,
                                                      cfg.channels_last)
                 history.append(rec)
+                if d.main:
+                    _append_metrics(out, rec)
                 bar.set_postfix({k: f"{rec[k]:.3f}" for k in ("loss", "train_acc", "test_acc") if k in rec})
                 sums, n_sum, seen_since, t_log = {}, 0, 0, time.perf_counter()
             if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or end_of_epoch:
