@@ -48,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="small_cnn")
     p.add_argument("--model-kwargs", default='{"width": 16}')
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--corruption-images", type=int, default=1000, help="test images per corruption and severity")
     p.add_argument("--de-images", type=int, default=40, help="images per test set for the DiffAug Ensemble")
     p.add_argument("--de-timesteps", default="0:500:50", help="DE timesteps (paper: 0:500:50)")

@@ -71,9 +71,7 @@ global RNG or a `torch.Generator`.
   estimate of the clean image. `t=...` fixes the noise level (used by the test-time ensemble).
 * `IPMix()` mixes each image with image-level ops and patch/pixel-level mixes against a procedurally generated
   fractal picture (no download)."""),
-    new_code_cell("""from robaug.hub import load_denoiser
-from robaug.transforms.diffaug import DiffAug, DiffAugEnsemble
-from robaug.transforms.ipmix import IPMix
+    new_code_cell("""from robaug import DiffAug, IPMix, load_denoiser
 
 denoiser = load_denoiser("fmnist-ddpm").to(device).eval()       # ships with robaug, no download
 bf16 = torch.bfloat16 if device.type == "cpu" else torch.float16   # the denoiser is cheaper in half precision
@@ -97,13 +95,12 @@ An ordinary training loop. The augmentations run on the whole batch on the train
 formed. Three recipes, same network, same number of steps:
 
 * **baseline**: `CE(f(x))` with random crop + flip,
-* **IPMix**: `CE(f(IPMix(x)))`,
-* **DiffAug**: `CE(f(x)) + CE(f(DiffAug(x)))` in one concatenated forward (`robaug.losses.diffaug.diffaug_loss`),
-  as in the paper.
+* **IPMix + JSD**: `CE(f(x)) + 12 JS(f(x), f(IPMix_1(x)), f(IPMix_2(x)))` (`IPMix(num_views=2)` returns the batch
+  `[x | view1 | view2]`, `robaug.JSDLoss` splits the logits the same way), as in the paper's code,
+* **DiffAug**: `CE(f(x)) + CE(f(DiffAug(x)))` in one concatenated forward (`robaug.diffaug_loss`), as in the paper.
 
-(The paper-complete recipes, e.g. IPMix with the JSD consistency loss and DiffAug + IPMix + JSD, are flags of
-`examples/train_classifier.py`.)"""),
-    new_code_cell("""from robaug.losses.diffaug import diffaug_loss
+(More recipes, e.g. DiffAug + IPMix + JSD, are flags of `examples/train_classifier.py`.)"""),
+    new_code_cell("""from robaug import JSDLoss, diffaug_loss
 from robaug.models import Normalized, create_model
 from robaug.recipes.loader import random_crop_flip
 
@@ -116,10 +113,11 @@ def make_model():
 
 def train(recipe: str):
     model = make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=STEPS, pct_start=0.15)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=STEPS, pct_start=0.15)
     g = torch.Generator(device).manual_seed(1)
-    ipmix = IPMix(generator=g)
+    ipmix = IPMix(num_views=2, generator=g)
+    jsd = JSDLoss()
     diffaug = DiffAug(denoiser, generator=g, autocast_dtype=bf16)
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(2))
     start = time.perf_counter()
@@ -131,19 +129,19 @@ def train(recipe: str):
         x = random_crop_flip(x, padding=2, generator=g).float() / 255     # batched crop + flip
         if recipe == "baseline":
             loss = F.cross_entropy(model(x), y)
-        elif recipe == "ipmix":
-            loss = F.cross_entropy(model(ipmix(x)), y)
+        elif recipe == "ipmix_jsd":
+            loss = jsd(model(ipmix(x)), y)                     # ipmix(x) = [x | view1 | view2]
         elif recipe == "diffaug":
             loss, _ = diffaug_loss(model, x, y, diffaug)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    print(f"{recipe:9s} trained {STEPS} steps in {time.perf_counter() - start:5.1f}s, last loss {loss.item():.3f}")
+    print(f"{recipe:10s} trained {STEPS} steps in {time.perf_counter() - start:5.1f}s, last loss {loss.item():.3f}")
     return model.eval()
 
 
-models = {recipe: train(recipe) for recipe in ("baseline", "ipmix", "diffaug")}"""),
+models = {recipe: train(recipe) for recipe in ("baseline", "ipmix_jsd", "diffaug")}"""),
     new_markdown_cell("""## 4. Clean and corrupted accuracy
 
 `make_corrupted_dataset` applies robaug's batched re-implementations of the common corruptions (noise, blur,
@@ -164,7 +162,7 @@ results = {}
 for name, model in models.items():
     r = evaluate_corruptions(model, bench, clean=(test_x, test_y), device=device)
     results[name] = (r.clean_accuracy, r.mean_corruption_accuracy)
-    print(f"{name:9s} clean accuracy {100 * r.clean_accuracy:5.2f}%   "
+    print(f"{name:10s} clean accuracy {100 * r.clean_accuracy:5.2f}%   "
           f"Fashion-MNIST-C accuracy {100 * r.mean_corruption_accuracy:5.2f}%")
 
 torch.manual_seed(0)

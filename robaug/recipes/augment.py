@@ -103,16 +103,10 @@ def get_recipe(name: str) -> RecipeSpec:
 
 def js_divergence(logits_clean: torch.Tensor, logits_aug1: torch.Tensor, logits_aug2: torch.Tensor) -> torch.Tensor:
     """``JS(p_clean, p_aug1, p_aug2) = 1/3 sum_i KL(p_i || M)``, ``M`` = mean of the softmaxes clamped to
-    ``[1e-7, 1]`` (as in the AugMix and IPMix code), averaged over the batch."""
-    try:
-        from robaug.losses.jsd import js_divergence as _js  # the shared implementation, when present
-    except ImportError:  # pragma: no cover - fallback while the losses module is not installed
-        _js = None
-    if _js is not None:
-        return _js(logits_clean, logits_aug1, logits_aug2)
-    p = [F.softmax(z.float(), dim=1) for z in (logits_clean, logits_aug1, logits_aug2)]
-    log_m = torch.clamp((p[0] + p[1] + p[2]) / 3.0, 1e-7, 1.0).log()
-    return sum(F.kl_div(log_m, pi, reduction="batchmean") for pi in p) / 3.0
+    ``[1e-7, 1]`` (as in the AugMix and IPMix code), averaged over the batch (:func:`robaug.losses.js_divergence`)."""
+    from robaug.losses.jsd import js_divergence as _js
+
+    return _js(logits_clean, logits_aug1, logits_aug2)
 
 
 def recipe_loss(

@@ -62,7 +62,7 @@ def quick_compare(
             cfg = TrainConfig(
                 dataset="fashion_mnist", data_root=None if data_root is None else str(data_root),
                 model=model, model_kwargs=dict(model_kwargs if model_kwargs is not None else {"width": 16}),
-                recipe=recipe, steps=steps, batch_size=batch_size, lr=0.05, weight_decay=5e-4,
+                recipe=recipe, steps=steps, batch_size=batch_size, lr=0.1, weight_decay=5e-4,
                 warmup_steps=min(50, steps // 10), seed=seed, denoiser=denoiser, diffaug_bf16=True,
                 train_subset=train_subset, test_subset=test_subset, corruption_images=corruption_images,
                 device=device, out_dir=str(Path(out_dir) / f"{recipe}-seed{seed}"), resume=False,
