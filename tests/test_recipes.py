@@ -508,3 +508,17 @@ def test_quickstart_notebook_runs(tmp_path):
     )
     assert "clean accuracy" in outputs
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_quick_compare_small(tmp_path, tiny_denoiser_path):
+    from robaug.recipes import quick_compare
+
+    r = quick_compare(("baseline", "diffaug"), steps=3, batch_size=16, train_subset=256, test_subset=64,
+                      corruption_images=8, denoiser=str(tiny_denoiser_path), out_dir=tmp_path / "runs", cache_dir=tmp_path / "c",
+                      progress=False, verbose=False, plot=tmp_path / "cmp.png")
+    assert [row["recipe"] for row in r["rows"]] == ["baseline", "diffaug"]
+    for row in r["rows"]:
+        assert 0 <= row["clean_accuracy"] <= 1 and 0 <= row["corruption_accuracy"] <= 1
+        assert len(row["per_corruption_accuracy"]) == 14
+    assert r["table"].count("\n") == 3 and "CE(f(x)) + CE(f(DiffAug(x)))" in r["table"]
+    assert Path(r["figure"]).stat().st_size > 1000

@@ -35,6 +35,7 @@ def quick_compare(
     test_subset: int | None = 2000,
     corruption_images: int = 300,
     out_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     threads: int | None = None,
     progress: bool = True,
@@ -46,7 +47,8 @@ def quick_compare(
     About 2-3 minutes on 2 CPU cores with the defaults (DiffAug's denoiser pass dominates; its denoiser runs
     in bfloat16). Returns ``{"rows": [...], "table": markdown, "figure": path or None, "seconds": ...}``; each
     row holds ``recipe``, ``clean_accuracy``, ``corruption_accuracy``, ``family_accuracy`` and ``train_seconds``.
-    ``plot`` writes a bar chart (needs matplotlib).
+    ``plot`` writes a bar chart (needs matplotlib). The Fashion-MNIST-C set is built once and cached in
+    ``cache_dir`` (default ``~/.cache/robaug/corrupted``).
     """
     t0 = time.perf_counter()
     old_threads = torch.get_num_threads()
@@ -66,6 +68,7 @@ def quick_compare(
                 warmup_steps=min(50, steps // 10), seed=seed, denoiser=denoiser, diffaug_bf16=True,
                 train_subset=train_subset, test_subset=test_subset, corruption_images=corruption_images,
                 device=device, out_dir=str(Path(out_dir) / f"{recipe}-seed{seed}"), resume=False,
+                cache_dir=None if cache_dir is None else str(cache_dir),
                 ckpt_every=0, progress=progress, eval_every_epoch=False,
             )
             if verbose:
