@@ -25,9 +25,11 @@ to [0, 1] (the official uint8 conversion wraps around instead).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import PIL.Image
 import torch
 from torchvision import tv_tensors
@@ -60,7 +62,8 @@ IPMIX_PRESETS: dict[str, dict[str, Any]] = {
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 # Ops that run as one batched call; "invert" is solarize with threshold 0.
 _GROUPS = {
-    "affine": _GEOMETRIC,
+    "affine": ("rotate", "shear_x", "shear_y"),  # bilinear warp
+    "shift": ("translate_x", "translate_y"),  # integer shifts: the same warp, nearest sampling is exact
     "solarize": ("solarize", "invert"),
     "equalize": ("equalize",),
     "posterize": ("posterize",),
@@ -267,35 +270,41 @@ class IPMix(Transform):
         partner_aug = (u[..., 3] < self.partner_aug_prob).long()
         params = self._step_params(u, op, partner_op, h, w)  # (n, depth, 2 * _OP_COLUMNS + 9)
 
-        # The plan goes to the host once: which chains step at each depth, grouped by op.
+        # The plan goes to the host once (numpy): which chains step at each depth, grouped by op.
         op2group = self._op2group.to(device)
         size_idx = params[..., -1].long()
         plan = torch.cat(
             [is_img.long().view(n, 1), steps.view(n, 1), op2group[op], op2group[partner_op], mix_op, partner_aug, size_idx],
             dim=1,
-        ).cpu()
-        is_img_h, steps_h = plan[:, 0].bool(), plan[:, 1]
-        groups_h = plan[:, 2:].view(n, 5, depth)
-        active_h = (steps_h > 0).nonzero().squeeze(1)
-        if active_h.numel() == 0:
+        ).cpu().numpy()  # fmt: skip
+        is_img_h, steps_h = plan[:, 0].astype(bool), plan[:, 1]
+        groups_h = plan[:, 2:].reshape(n, 5, depth)
+        active_h = np.flatnonzero(steps_h > 0)
+        if active_h.size == 0:
             return out.clamp_(0, 1).view(views, b, c, h, w)
-        slot_h = torch.full((n,), -1, dtype=torch.long)
-        slot_h[active_h] = torch.arange(active_h.numel())
-        active = active_h.to(device)
+        slot_h = np.full(n, -1, dtype=np.int64)
+        slot_h[active_h] = np.arange(active_h.size)
+        active = _to_device(active_h, device)
         owner = active.div(k, rounding_mode="floor")
-        state = xv.index_select(0, owner)  # the chains that take at least one step
+        # The active chains' images. Every active chain takes step 0, which reads x itself, so rows are only
+        # filled with x beforehand where a step writes part of the image (patches smaller than the image).
+        state = torch.empty((active_h.size, c, h, w), dtype=x.dtype, device=device)
+        source = (xv, owner)  # where step 0 reads each chain's current image (by row)
 
         for d in range(depth):
             running = steps_h > d
-            img_chains = (running & is_img_h).nonzero().squeeze(1)
-            if img_chains.numel():
+            img_chains = np.flatnonzero(running & is_img_h)
+            if img_chains.size:
                 chains, counts = _sort_by(img_chains, groups_h[img_chains, 0, d], len(_GROUPS))
-                rows = slot_h[chains].to(device)
-                prm = params[:, d].index_select(0, chains.to(device))
-                self._image_ops(state, rows, state, rows, prm[:, :_OP_COLUMNS], counts)
-            patch_chains = (running & ~is_img_h).nonzero().squeeze(1)
-            if patch_chains.numel():
-                self._patch_step(state, xv, pics, patch_chains, slot_h, groups_h[:, :, d], params[:, d], rng, b, k)
+                rows, chains_d = _to_device(np.stack([slot_h[chains], chains]), device)
+                prm = params[:, d].index_select(0, chains_d)
+                src_rows = rows if d else source[1].index_select(0, rows)
+                self._image_ops(state if d else xv, src_rows, state, rows, prm[:, :_OP_COLUMNS], counts)
+            patch_chains = np.flatnonzero(running & ~is_img_h)
+            if patch_chains.size:
+                self._patch_step(
+                    state, xv, pics, patch_chains, slot_h, groups_h[:, :, d], params[:, d], rng, b, k, first=d == 0
+                )
 
         state.mul_((m.view(nv, 1) * weights).view(n).index_select(0, active).view(-1, 1, 1, 1))
         out.index_add_(0, owner, state)
@@ -308,8 +317,8 @@ class IPMix(Transform):
 
         Columns: posterize bits 4 - int(0.4 L); solarize threshold (256 - int(25.6 L)) / 255 (0 for invert);
         autocontrast cutoff 10 - L; enhance factor 0.18 L + 0.1; 6 normalised affine coefficients for rotate
-        int(3 L) degrees, shear 0.03 L (about the top-left corner, as PIL), translate int(L * side / 30) px,
-        each with a random sign.
+        int(3 L) degrees (counter-clockwise), shear 0.03 L (about the top-left corner, as PIL), translate
+        int(L * side / 30) px, each with a random sign.
         """
         names = self._ops
         level = 0.1 + level_u * (self.severity - 0.1)
@@ -319,21 +328,19 @@ class IPMix(Transform):
         thr = torch.where(op == names.index("invert"), torch.zeros_like(thr), thr)
         cutoff = 10 - level
         factor = level * 0.18 + 0.1
-        zero = torch.zeros_like(level)
-        is_ = {o: op == names.index(o) for o in _GEOMETRIC}
-        shear = is_["shear_x"] | is_["shear_y"]
-        shear_deg = torch.rad2deg(torch.atan(level * 0.03 * sign))
-        matrix = O.affine_matrix(
-            level.numel(),
-            level.device,
-            angle=torch.where(is_["rotate"], -torch.floor(level * 3) * sign, zero).view(-1),
-            translate_x=torch.where(is_["translate_x"], torch.floor(level * (w / 30)) * sign, zero).view(-1),
-            translate_y=torch.where(is_["translate_y"], torch.floor(level * (h / 30)) * sign, zero).view(-1),
-            shear_x=torch.where(is_["shear_x"], shear_deg, zero).view(-1),
-            shear_y=torch.where(is_["shear_y"], shear_deg, zero).view(-1),
-            center_x=torch.where(shear, -w / 2, 0.0).view(-1),
-            center_y=torch.where(shear, -h / 2, 0.0).view(-1),
-        )
+        # Inverse maps (output -> input, pixel coordinates centred on the image, torchvision's convention):
+        # rotate(phi) [cos, -sin, 0, sin, cos, 0]; shear_x(f) about the top-left corner [1, f, f h/2, 0, 1, 0];
+        # shear_y(f) [1, 0, 0, f, 1, f w/2]; translate (tx, ty) [1, 0, -tx, 0, 1, -ty].
+        def pick(name: str, value: torch.Tensor) -> torch.Tensor:
+            return value * (op == names.index(name))
+
+        phi = torch.deg2rad(pick("rotate", torch.floor(level * 3) * sign))
+        cos, sin = torch.cos(phi), torch.sin(phi)
+        shear = level * 0.03 * sign
+        fx, fy = pick("shear_x", shear), pick("shear_y", shear)
+        tx = pick("translate_x", torch.floor(level * (w / 30)) * sign)
+        ty = pick("translate_y", torch.floor(level * (h / 30)) * sign)
+        matrix = torch.stack([cos, fx - sin, fx * (h / 2) - tx, sin + fy, cos, fy * (w / 2) - ty], -1)
         theta = O.affine_theta(matrix, h, w).view(*level.shape, 6)
         return torch.cat([torch.stack([bits, thr, cutoff, factor], -1), theta], -1)
 
@@ -385,6 +392,8 @@ class IPMix(Transform):
             x = src.index_select(0, rows)
             if group == "affine":
                 y = O.warp(x, p[:, 4:10])
+            elif group == "shift":
+                y = O.warp(x, p[:, 4:10], mode="nearest")
             elif group == "solarize":
                 y = O.solarize(x, p[:, 1])
             elif group == "equalize":
@@ -404,31 +413,32 @@ class IPMix(Transform):
 
     def _patch_step(
         self, state: torch.Tensor, xv: torch.Tensor, pics: torch.Tensor, chains_h: torch.Tensor,
-        slot_h: torch.Tensor, groups_h: torch.Tensor, params: torch.Tensor, rng: _Rng, batch: int, k: int,
+        slot_h: np.ndarray, groups_h: np.ndarray, params: torch.Tensor, rng: _Rng, batch: int, k: int,
+        first: bool,
     ) -> None:  # fmt: skip
         """One patch-mixing step for ``chains_h``; ``groups_h`` ``(n, 5)`` and ``params`` are this step's.
 
         Chains are grouped by patch size, then by mixing op. For patches smaller than the image only the
-        ``s x s`` window that holds the patch is gathered, mixed and written back.
+        ``s x s`` window that holds the patch is gathered, mixed and written back. At the ``first`` step the
+        chains' rows of ``state`` are not filled yet: their current image is ``x``.
         """
         device = state.device
         _, c, h, w = state.shape
         hs, ws = self._patch_pixels(h, w)
         nmix = len(MIXING_OPS)
         chains, counts = _sort_by(chains_h, groups_h[chains_h, 4] * nmix + groups_h[chains_h, 2], len(hs) * nmix)
-        rows = slot_h[chains].to(device)
-        chains_d = chains.to(device)
+        rows, chains_d = _to_device(np.stack([slot_h[chains], chains]), device)
         prm = params.index_select(0, chains_d)
         owner = chains_d.div(k, rounding_mode="floor")
 
         # Partner pictures: the mixing picture, or (partner_aug_prob) an image-level-augmented copy of x.
         src2, rows2 = pics, owner.remainder(batch)
         if self.partner_aug_prob > 0:
-            aug_h = groups_h[chains, 3].bool()
-            if bool(aug_h.any()):
-                src2, rows2 = pics.index_select(0, rows2), torch.arange(chains.numel(), device=device)
-                pos_h, pcounts = _sort_by(aug_h.nonzero().squeeze(1), groups_h[chains[aug_h], 1], len(_GROUPS))
-                pos = pos_h.to(device)
+            aug_h = groups_h[chains, 3].astype(bool)
+            if aug_h.any():
+                src2, rows2 = pics.index_select(0, rows2), torch.arange(chains.size, device=device)
+                pos_h, pcounts = _sort_by(np.flatnonzero(aug_h), groups_h[chains[aug_h], 1], len(_GROUPS))
+                pos = _to_device(pos_h, device)
                 partner_prm = prm.index_select(0, pos)[:, _OP_COLUMNS : 2 * _OP_COLUMNS]
                 self._image_ops(xv, owner.index_select(0, pos), src2, pos, partner_prm, pcounts)
 
@@ -442,21 +452,25 @@ class IPMix(Transform):
                 continue
             g = pp[start:stop]
             r1, r2 = rows[start:stop], rows2[start:stop]
+            ph, pw = g[:, 2].view(-1, 1, 1), g[:, 3].view(-1, 1, 1)
             if (sh, sw) == (h, w):
-                x1 = state.index_select(0, r1)
+                x1 = xv.index_select(0, owner[start:stop]) if first else state.index_select(0, r1)
                 x2 = src2.index_select(0, r2)
-                oy, ox = g[:, 0], g[:, 1]  # the patch's corner in window coordinates
-            else:
+                ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1) - g[:, 0].view(-1, 1, 1)
+                xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw) - g[:, 1].view(-1, 1, 1)
+                rect = (ys >= 0) & (ys < ph) & (xs >= 0) & (xs < pw)
+            else:  # the window starts at the patch's corner
+                if first:
+                    state.index_copy_(0, r1, xv.index_select(0, owner[start:stop]))
                 local = _window_offsets(c, h, w, sh, sw, device)
                 corner = (g[:, 0] * w + g[:, 1]).long()
                 idx1 = ((r1 * chw + corner).view(-1, 1, 1, 1) + local).view(-1)
                 idx2 = ((r2 * chw + corner).view(-1, 1, 1, 1) + local).view(-1)
                 x1 = state.view(-1).index_select(0, idx1).view(-1, c, sh, sw)
                 x2 = src2.view(-1).index_select(0, idx2).view(-1, c, sh, sw)
-                oy = ox = torch.zeros_like(g[:, 0])
-            ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1) - oy.view(-1, 1, 1)
-            xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw) - ox.view(-1, 1, 1)
-            rect = (((ys >= 0) & (ys < g[:, 2].view(-1, 1, 1))) & ((xs >= 0) & (xs < g[:, 3].view(-1, 1, 1))))
+                ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1)
+                xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw)
+                rect = (ys < ph) & (xs < pw)
             rect = rect.unsqueeze(1).to(x1.dtype)  # (n, 1, sh, sw): the patch inside the window
             self._mix(x1, x2, rect, g, op_counts, rng)
             if (sh, sw) == (h, w):
@@ -470,18 +484,19 @@ class IPMix(Transform):
         x1: torch.Tensor, x2: torch.Tensor, rect: torch.Tensor, prm: torch.Tensor, counts: list[int], rng: _Rng
     ) -> None:
         """In place ``x1 <- x1 + rect * (mix(x1, x2) - x1)``, rows sorted by mixing op (``counts`` per op)."""
+        cols = prm[:, 4:8].t().reshape(4, -1, 1, 1, 1)  # a, b, (1 - a - b) / 2, keep threshold
         start = 0
         for op, count in zip(MIXING_OPS, counts):
             if not count:
                 continue
             stop = start + count
-            a, b, half, p = (prm[start:stop, i].view(-1, 1, 1, 1) for i in range(4, 8))  # half = (1 - a - b) / 2
+            a, b, half, p = cols[:, start:stop].unbind(0)
             y1, y2, r = x1[start:stop], x2[start:stop], rect[start:stop]
             if op == "add":  # [a (2 x1 - 1) + b (2 x2 - 1) + 1] / 2
                 mixed = torch.addcmul(half, a, y1).addcmul_(b, y2).clamp_(0, 1)
                 y1.lerp_(mixed, r)
             elif op == "multiply":  # (2 x1)^a max(2 x2, 1e-37)^b / 2 = exp(a log x1 + b log max(x2, 5e-38) + (a + b - 1) log 2)
-                log_mix = torch.addcmul((a + b - 1) * math.log(2), a, y1.log())
+                log_mix = torch.addcmul(half * (-2 * math.log(2)), a, y1.log())
                 mixed = log_mix.addcmul_(b, y2.clamp(min=5e-38).log_()).exp_().clamp_(0, 1)
                 y1.lerp_(mixed, r)
             else:  # mask x1 + (1 - mask) x2, mask = rand < p over pixels (1, h, w) or elements (C, h, w)
@@ -491,16 +506,22 @@ class IPMix(Transform):
             start = stop
 
 
+@functools.lru_cache(maxsize=64)
 def _window_offsets(c: int, h: int, w: int, sh: int, sw: int, device: torch.device) -> torch.Tensor:
-    """Flat offsets ``(C, sh, sw)`` of an ``sh x sw`` window at the corner of a ``(C, h, w)`` image."""
+    """Flat offsets ``(C, sh, sw)`` of an ``sh x sw`` window at the corner of a ``(C, h, w)`` image (cached)."""
     ch = torch.arange(c, device=device).view(c, 1, 1) * (h * w)
     return ch + torch.arange(sh, device=device).view(1, sh, 1) * w + torch.arange(sw, device=device).view(1, 1, sw)
 
 
-def _sort_by(items: torch.Tensor, keys: torch.Tensor, num_keys: int) -> tuple[torch.Tensor, list[int]]:
-    """``items`` reordered so equal ``keys`` are contiguous, and the count of each key (host tensors)."""
-    order = torch.argsort(keys, stable=True)
-    return items[order], torch.bincount(keys, minlength=num_keys).tolist()
+def _sort_by(items: np.ndarray, keys: np.ndarray, num_keys: int) -> tuple[np.ndarray, list[int]]:
+    """``items`` reordered so equal ``keys`` are contiguous, and the count of each key (host arrays)."""
+    order = np.argsort(keys, kind="stable")
+    return items[order], np.bincount(keys, minlength=num_keys).tolist()
+
+
+def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t if device.type == "cpu" else t.to(device, non_blocking=True)
 
 
 _ENHANCE = {
