@@ -635,7 +635,19 @@ def test_builtin_layout_written_by_the_training_recipe_loads(tmp_path, monkeypat
     recipe.export(model, tmp_path, "fmnist-ddpm", torch.float16, {"training": {"command": "test"}})
 
     monkeypatch.setattr(_fetch, "package_path", lambda f: tmp_path / f)
-    d = hub.load_denoiser("fmnist-ddpm")  # the real registry entry, files redirected to tmp_path
+    # the real registry entry, files redirected to tmp_path; its pinned hash is that of the shipped weights,
+    # so pin the hash the export recorded for this untrained model instead
+    import dataclasses
+    import json
+
+    from robaug.hub import registry
+
+    entry = registry.get_entry("fmnist-ddpm")
+    exported_sha = json.loads((tmp_path / "fmnist-ddpm.json").read_text())["sha256"]
+    files = tuple(dataclasses.replace(f, sha256=exported_sha) if f.filename.endswith(".safetensors") else f
+                  for f in entry.files)
+    monkeypatch.setitem(registry._REGISTRY, "fmnist-ddpm", dataclasses.replace(entry, files=files))
+    d = hub.load_denoiser("fmnist-ddpm")
     assert d.in_channels == 1 and d.null_label == 10 and d.num_classes == 10 and d.sample_size == 28
     rounded = UNet2DModel(**recipe.UNET_CONFIG).eval()
     rounded.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})

@@ -167,7 +167,7 @@ def list_pretrained() -> list[str]:
 
 #: sha256 of robaug/weights/fmnist-ddpm.safetensors. ``None`` falls back to the ``"sha256"`` recorded in
 #: fmnist-ddpm.json next to it (same package, so that only catches corruption, not tampering).
-FMNIST_DDPM_SHA256: str | None = None
+FMNIST_DDPM_SHA256: str | None = "9b394dee54d88528ffff2870d90a66b0e86405431ed80ff6d5e1391499451562"
 
 register_weights(WeightsEntry(
     name="fmnist-ddpm",
