@@ -372,11 +372,14 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     gd.add_argument("--classifier", default=None, help="classifier guidance: ARCH:WEIGHTS.safetensors or module:factory")
     gd.add_argument("--classifier-scale", type=float, default=1.0)
     gd.add_argument("--classifier-mode", choices=["x0", "xt"], default="x0")
+    gd.add_argument("--classifier-weighting", choices=["constant", "score", "eps"], default=None,
+                    help="default: constant in x0 mode, score in xt mode")
     c = p.add_argument_group("contrastive guidance (Contrastive-DP)")
     c.add_argument("--contrastive-encoder", default=None,
                    help="enables contrastive guidance: a classifier (its penultimate features) as ARCH:WEIGHTS or module:factory")
     c.add_argument("--contrastive-scale", type=float, default=100.0)
     c.add_argument("--contrastive-loss", choices=["hard", "infonce"], default="hard")
+    c.add_argument("--contrastive-weighting", choices=["constant", "score", "eps"], default=None)
     c.add_argument("--tau", type=float, default=None)
     c.add_argument("--tau-plus", type=float, default=0.1)
     c.add_argument("--beta", type=float, default=1.0)
@@ -435,11 +438,13 @@ def run_generate(args: argparse.Namespace) -> dict:
         )
         if args.classifier:
             kw.update(classifier=load_classifier(args.classifier, nc, in_ch, device),
-                      classifier_scale=args.classifier_scale, classifier_mode=args.classifier_mode)
+                      classifier_scale=args.classifier_scale, classifier_mode=args.classifier_mode,
+                      classifier_weighting=args.classifier_weighting)
         if args.contrastive_encoder:
             sampler = ContrastiveGuidedSampler(
                 denoiser, load_classifier(args.contrastive_encoder, nc, in_ch, device),
-                contrastive_scale=args.contrastive_scale, contrastive_loss=args.contrastive_loss, tau=args.tau,
+                contrastive_scale=args.contrastive_scale, contrastive_loss=args.contrastive_loss,
+                contrastive_weighting=args.contrastive_weighting, tau=args.tau,
                 tau_plus=args.tau_plus, beta=args.beta, head_lr=args.head_lr, head_seed=args.head_seed,
                 contrastive_sigma_range=(args.contrastive_sigma_min, args.contrastive_sigma_max), **kw)
         else:

@@ -153,7 +153,7 @@ def test_guidance_gradient_is_minus_the_loss_gradient_and_the_head_trains():
         loss = hard_negative_loss(head(feats), head(feats_prev), 0.5, 0.1, 1.0)
         (grad,) = torch.autograd.grad(loss.sum() / 2, xr)
         out_holder["expected"] = D(x, sd) - 3.0 * sigma**2 * grad
-        out_holder["loss"] = float(loss.mean())
+        out_holder["loss"] = float(loss.mean().detach())
 
     capture_head_then_run()
     out = g(x, sigma, None)

@@ -75,7 +75,7 @@ def test_x0_classifier_guidance_gradient_is_the_hand_computed_one(x, through):
     clf = LinearClassifier()
     y = torch.tensor([0, 1, 2, 3, 1])
     sigma, scale = 1.3, 0.8
-    g = GuidedDenoiser(D, terms=[ClassifierGuidance(clf, scale)], grad_through_denoiser=through)
+    g = GuidedDenoiser(D, terms=[ClassifierGuidance(clf, scale, weighting="score")], grad_through_denoiser=through)
     out = g(x, sigma, y)
     a = 1.0 / (1.0 + sigma**2)
     d = D(x, torch.tensor(sigma, dtype=torch.float64), y)
@@ -84,6 +84,9 @@ def test_x0_classifier_guidance_gradient_is_the_hand_computed_one(x, through):
     grad = a * grad_x0 if through else grad_x0
     torch.testing.assert_close(out, d + scale * sigma**2 * grad, rtol=0, atol=1e-10)
     assert all(p.grad is None for p in clf.parameters())  # the classifier's weights are not touched
+    # the default in x0 mode: a fixed-size step on the denoised estimate (lambda = 1)
+    out_c = GuidedDenoiser(D, terms=[ClassifierGuidance(clf, scale)], grad_through_denoiser=through)(x, sigma, y)
+    torch.testing.assert_close(out_c, d + scale * grad, rtol=0, atol=1e-10)
 
 
 def test_xt_classifier_guidance_with_eps_weighting(x):
@@ -118,9 +121,9 @@ def test_terms_compose_and_respect_their_sigma_window(x):
     y = torch.tensor([0, 1, 2, 3, 0])
     sigma = 0.9
     a = 1.0 / (1.0 + sigma**2)
-    t1 = ClassifierGuidance(clf, 0.5)
-    t2 = Quadratic(0.25, 2.0, "xt")
-    t3 = Quadratic(-0.1, 1.5, "x0", sigma_range=(5.0, 10.0))  # inactive at sigma 0.9
+    t1 = ClassifierGuidance(clf, 0.5, weighting="score")
+    t2 = Quadratic(0.25, 2.0, "xt")  # xt space: "score" weighting by default
+    t3 = Quadratic(-0.1, 1.5, "x0", sigma_range=(5.0, 10.0), weighting="score")  # inactive at sigma 0.9
     out = GuidedDenoiser(D, terms=[t1, t2, t3])(x, sigma, y)
     d = D(x, torch.tensor(sigma, dtype=torch.float64), y)
     g1 = a * 0.5 * expected_grad(clf, d * 0.5 + 0.5, y)
@@ -143,7 +146,7 @@ def test_gradient_through_a_real_unet_equals_autograd():
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     y = torch.tensor([1, 0])
     sigma, w, scale = 3.0, 2.0, 0.5
-    out = GuidedDenoiser(D, cfg_scale=w, terms=[ClassifierGuidance(clf, scale)])(x, sigma, y)
+    out = GuidedDenoiser(D, cfg_scale=w, terms=[ClassifierGuidance(clf, scale, weighting="score")])(x, sigma, y)
 
     xr = x.clone().requires_grad_(True)
     s = torch.full((2,), sigma)
@@ -175,7 +178,8 @@ def test_classifier_guidance_raises_the_classifier_probability():
 def test_guidance_weight_and_errors():
     assert guidance_weight(2.0, "score") == 4.0
     assert abs(guidance_weight(2.0, "eps") - 2.0 * math.sqrt(5.0)) < 1e-12
-    assert guidance_weight(2.0, lambda s: 1.0) == 1.0
+    assert guidance_weight(2.0, "constant") == 1.0
+    assert guidance_weight(2.0, lambda s: 3.0) == 3.0
     with pytest.raises(ValueError, match="weighting"):
         guidance_weight(1.0, "snr")
     with pytest.raises(ValueError, match="mode"):

@@ -5,8 +5,9 @@ current estimates are embedded, ``z_i = h(f(x0_hat_i))`` (``f`` a frozen feature
 Linear-ReLU-Linear followed by L2 normalisation), and paired with the embeddings ``z'_i = h(f(x0_hat_i^prev))`` of
 the same samples at the previous evaluation: positives are ``(z_i, z'_i)``, the negatives of an anchor are the
 other ``2B - 2`` embeddings. The sampler moves every sample down the gradient of the contrastive loss ``L``
-(``D~ = D - scale * lambda(sigma) * grad_x L``; with the default ``"eps"`` weighting this is the paper's
-``eps~ = eps_hat + scale * grad_{x_t} L``), and the head takes one Adam step on the same loss (lr 1e-2).
+(``D~ = D - scale * lambda(sigma) * grad_x L``; ``weighting="eps"`` is the paper's
+``eps~ = eps_hat + scale * grad_{x_t} L``, the default for ``space="xt"``; on ``x0_hat`` the default is
+``"constant"``, see :mod:`robaug.diffusion.guidance`), and the head takes one Adam step on the same loss (lr 1e-2).
 
 Losses (per anchor ``a`` with positive ``p``, ``N = 2B - 2``, ``s(u, v) = u . v / tau``):
 
@@ -159,12 +160,14 @@ class ContrastiveGuidance(GuidanceTerm):
         embed_dim, hidden_dim: head sizes (128, 128 as in the paper); lr: the head's Adam learning rate.
         sigma_range: apply only for ``lo <= sigma <= hi`` (the paper: DDIM timesteps ``t >= 400`` of 1000, i.e.
             ``(denoiser.sigma_at(400), inf)``).
-        weighting: ``"eps"`` (paper) or ``"score"``; space: ``"x0"`` (encoder on ``x0_hat``) or ``"xt"``
-            (encoder on the DDPM-scaled noisy iterate, as in the official code).
+        weighting: ``"constant"`` (default for ``space="x0"``), ``"eps"`` (paper; default for ``"xt"``), ``"score"``;
+            space: ``"x0"`` (encoder on ``x0_hat``) or ``"xt"`` (encoder on the DDPM-scaled noisy iterate, as in
+            the official code).
         head_seed: seed of the head's initialisation; persistent_head: keep the head across sampling calls.
     """
 
     needs_graph_after_grad = True
+    xt_weighting = "eps"
 
     def __init__(
         self,
@@ -179,7 +182,7 @@ class ContrastiveGuidance(GuidanceTerm):
         hidden_dim: int = 128,
         lr: float = 1e-2,
         sigma_range: tuple[float, float] | None = None,
-        weighting: str | Callable = "eps",
+        weighting: str | Callable | None = None,
         space: str = "x0",
         head_seed: int = 0,
         persistent_head: bool = False,
@@ -318,7 +321,7 @@ class ContrastiveGuidedSampler(GuidedDiffusion):
         hidden_dim: int = 128,
         head_lr: float = 1e-2,
         contrastive_sigma_range: tuple[float, float] | None = None,
-        contrastive_weighting: str | Callable = "eps",
+        contrastive_weighting: str | Callable | None = None,
         contrastive_space: str = "x0",
         head_seed: int = 0,
         persistent_head: bool = False,

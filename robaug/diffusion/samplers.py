@@ -243,6 +243,8 @@ class GuidedDiffusion(nn.Module):
         classifier, classifier_scale, classifier_mode: classifier guidance (see :class:`ClassifierGuidance`):
             ``"x0"`` = ``grad log p(y | x0_hat(x))`` through the denoiser, ``"xt"`` = noise-aware classifier.
         classifier_sigma_range: apply classifier guidance only for ``lo <= sigma <= hi``.
+        classifier_weighting: ``lambda(sigma)`` of the guidance step (``"constant"`` default in ``x0`` mode,
+            ``"score"`` in ``xt`` mode; see :mod:`robaug.diffusion.guidance`).
         guidance: more :class:`GuidanceTerm` s (they compose; one backward pass per evaluation).
         grad_through_denoiser: backpropagate ``x0``-space terms through the denoiser (else identity Jacobian).
         s_churn, s_tmin, s_tmax, s_noise: EDM's stochastic churn (0 = deterministic).
@@ -271,6 +273,7 @@ class GuidedDiffusion(nn.Module):
         classifier_scale: float = 1.0,
         classifier_mode: str = "x0",
         classifier_sigma_range: tuple[float, float] | None = None,
+        classifier_weighting: str | Callable | None = None,
         guidance: Sequence[GuidanceTerm] = (),
         grad_through_denoiser: bool = True,
         s_churn: float = 0.0,
@@ -305,7 +308,7 @@ class GuidedDiffusion(nn.Module):
         terms = list(guidance)
         if classifier is not None:
             terms.insert(0, ClassifierGuidance(classifier, classifier_scale, mode=classifier_mode,
-                                               sigma_range=classifier_sigma_range))
+                                               sigma_range=classifier_sigma_range, weighting=classifier_weighting))
         self.guided = GuidedDenoiser(denoiser, cfg_scale=cfg_scale, terms=terms,
                                      grad_through_denoiser=grad_through_denoiser)
         self.num_steps = int(num_steps)
