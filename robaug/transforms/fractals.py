@@ -352,10 +352,11 @@ class MixingSet:
         self.seed = int(seed)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_images = max_images
+        self.float_cache_bytes = 64 * 2**20
         self._files: list[Path] | None = None
         self._tensor: torch.Tensor | None = None
         self._dataset: Any = None
-        self._cache: dict[tuple[int, int, int, str], torch.Tensor] = {}
+        self._cache: dict[tuple, torch.Tensor] = {}
         if source is None:
             if self.num_images < 1:
                 raise ValueError(f"num_images must be >= 1, got {num_images}")
@@ -488,8 +489,17 @@ class MixingSet:
         return self
 
     def sample(self, index: torch.Tensor, size: tuple[int, int], channels: int) -> torch.Tensor:
-        """Float ``(len(index), channels, H, W)`` pictures in ``[0, 1]`` on ``index``'s device."""
+        """Float ``(len(index), channels, H, W)`` pictures in ``[0, 1]`` on ``index``'s device.
+
+        Sets of at most ``float_cache_bytes`` are also kept as float32, so drawing pictures is a single gather.
+        """
         imgs = self.images(size, channels, index.device)
+        if imgs.numel() * 4 <= self.float_cache_bytes:
+            key = (int(size[0]), int(size[1]), channels, str(imgs.device), "float")
+            as_float = self._cache.get(key)
+            if as_float is None:
+                as_float = self._cache[key] = imgs.float().div_(255)
+            return as_float.index_select(0, index)
         return imgs.index_select(0, index).float().div_(255)
 
     def clear_cache(self) -> None:
