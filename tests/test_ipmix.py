@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -229,15 +230,16 @@ def test_image_ops_use_augmix_scalings(all_ops):
     reps = 12
     n = len(ops) * reps
     x = _batch(n, h=24, w=20).float() / 255
-    op = torch.arange(n) % len(ops)
-    level_u = (torch.arange(n) // len(ops) + 0.5) / reps  # every op at levels across [0.1, severity]
-    sign_u = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    op = np.arange(n) % len(ops)
+    level_u = ((np.arange(n) // len(ops) + 0.5) / reps).astype(np.float32)  # every op at levels across [0.1, severity]
+    sign_u = np.random.default_rng(0).random(n).astype(np.float32)
     prm = t._op_params(op, level_u, sign_u, 24, 20)
-    group = t._op2group[op]
-    order = torch.argsort(group, stable=True)
-    counts = torch.bincount(group, minlength=len(t._op2group.unique()) + 10).tolist()
+    group = t._op2group.numpy()[op]
+    order = np.argsort(group, kind="stable")
+    counts = np.bincount(group, minlength=20).tolist()
     out = torch.empty_like(x)
-    t._image_ops(x, order, out, order, prm[order], counts)
+    rows = torch.from_numpy(order)
+    t._image_ops(x, rows, out, rows, torch.from_numpy(prm[order]), counts)
 
     B = InterpolationMode.BILINEAR
     for i in range(n):
@@ -292,13 +294,13 @@ def test_patch_mixes_follow_the_official_formulas():
     p = torch.tensor([0.0, 0.3, 0.6, 1.0])
     prm = torch.zeros(n, 8)
     prm[:, 4], prm[:, 5], prm[:, 6], prm[:, 7] = a, b, (1 - a - b) / 2, torch.round(p * 256)
-    rng = _Rng(torch.device("cpu"), torch.Generator().manual_seed(1))
+    masks = _Rng(torch.device("cpu"), torch.Generator().manual_seed(1)).bytes(n * 3 * 8 * 8)
     inside = rect.bool().expand(n, 3, 8, 8)
     for k, op in enumerate(MIXING_OPS):
         counts = [0] * 4
         counts[k] = n
         out = x1.clone()
-        IPMix._mix(out, x2, rect, prm, counts, rng)
+        IPMix._mix(out, x2, rect, prm, counts, masks)
         assert torch.equal(out[~inside], x1[~inside])  # outside the patch: untouched
         A, Bv = a.view(-1, 1, 1, 1), b.view(-1, 1, 1, 1)
         if op == "add":
@@ -320,9 +322,9 @@ def test_patch_mixes_follow_the_official_formulas():
 def test_patch_geometry_and_beta_draws_follow_the_official_distributions():
     t = make()
     n = 20000
-    u = torch.rand(n, 1, 18, generator=torch.Generator().manual_seed(0))
-    op = torch.zeros(n, 1, dtype=torch.long)
-    prm = t._step_params(u, op, op, 32, 32)[:, 0, 20:]
+    u = np.random.default_rng(0).random((n, 1, 18)).astype(np.float32)
+    op = np.zeros((n, 1), dtype=np.int64)
+    prm = torch.from_numpy(t._step_params(u, op, op, 32, 32)[:, 0, 20:])
     top, left, ph, pw, a, b, half, keep, size_idx = prm.unbind(1)
     sizes = torch.tensor([4.0, 8, 16, 32])[size_idx.long()]
     assert torch.equal(torch.bincount(size_idx.long()).bool(), torch.ones(4, dtype=torch.bool))

@@ -241,78 +241,85 @@ class IPMix(Transform):
         nv = views * b
         n = nv * k  # chain j belongs to view-image j // k; view-image i is image i % b
 
+        # Every uniform of the call in one draw on the device; decoded on the host (numpy), which costs one
+        # device-to-host copy per call on a GPU and keeps hundreds of tiny tensor ops off the device.
+        sizes = [b, nv * (3 * k + 1), n * depth * _U_COLUMNS]
+        u_pic, u_chain, u = np.split(rng.rand(sum(sizes)).cpu().numpy(), np.cumsum(sizes)[:-1])
+
         # One mixing picture per image, shared by its views.
-        pic = (rng.rand(b) * len(self.mixing_set)).long().clamp_(max=len(self.mixing_set) - 1)
-        pics = self.mixing_set.sample(pic, (h, w), c)
+        num_pics = len(self.mixing_set)
+        pic = np.minimum((u_pic * num_pics).astype(np.int64), num_pics - 1)
+        pics = self.mixing_set.sample(_to_device(pic, device), (h, w), c)
         xv = x.repeat(views, 1, 1, 1) if views > 1 else x
 
         # Per chain: weight w ~ Dirichlet(1, ..., 1), level (image / patch), length U{0..depth}; per image m ~ U(0, 1).
-        u_chain = rng.rand(nv, k, 3)
-        e = -torch.log1p(-u_chain[..., 0])  # Exp(1) draws; normalised they are Dirichlet(1, ..., 1)
-        weights = e / e.sum(1, keepdim=True)
-        m = rng.rand(nv)
+        u_chain, m = u_chain[: nv * 3 * k].reshape(nv, k, 3), u_chain[nv * 3 * k :]
+        e = -np.log1p(-u_chain[..., 0])  # Exp(1) draws; normalised they are Dirichlet(1, ..., 1)
+        weights = (e / e.sum(1, keepdims=True)).astype(np.float32)
         ntypes = len(self.chain_types)
-        ctype = (u_chain[..., 1] * ntypes).long().clamp_(max=ntypes - 1).view(n)
+        ctype = np.minimum((u_chain[..., 1] * ntypes).astype(np.int64), ntypes - 1).reshape(n)
         is_img = ctype == (self.chain_types.index("image") if "image" in self.chain_types else -1)
-        steps = (u_chain[..., 2] * (depth + 1)).long().clamp_(max=depth).view(n)
+        steps = np.minimum((u_chain[..., 2] * (depth + 1)).astype(np.int64), depth).reshape(n)
         # Chains that take no step are x itself: fold their weight into x's coefficient.
-        coef_x = (1 - m) + m * (weights * (steps.view(nv, k) == 0)).sum(1)
-        out = xv * coef_x.view(nv, 1, 1, 1)
-        if depth == 0:
-            return out.clamp_(0, 1).view(views, b, c, h, w)
-
-        # Per chain and step: every discrete choice and parameter, drawn at once.
-        u = rng.rand(n, depth, _U_COLUMNS)
-        nops = len(self._ops)
-        op = (u[..., 0] * nops).long().clamp_(max=nops - 1)
-        partner_op = (u[..., 1] * nops).long().clamp_(max=nops - 1)
-        mix_op = (u[..., 2] * len(MIXING_OPS)).long().clamp_(max=len(MIXING_OPS) - 1)
-        partner_aug = (u[..., 3] < self.partner_aug_prob).long()
-        params = self._step_params(u, op, partner_op, h, w)  # (n, depth, 2 * _OP_COLUMNS + 9)
-
-        # The plan goes to the host once (numpy): which chains step at each depth, grouped by op.
-        op2group = self._op2group.to(device)
-        size_idx = params[..., -1].long()
-        plan = torch.cat(
-            [is_img.long().view(n, 1), steps.view(n, 1), op2group[op], op2group[partner_op], mix_op, partner_aug, size_idx],
-            dim=1,
-        ).cpu().numpy()  # fmt: skip
-        is_img_h, steps_h = plan[:, 0].astype(bool), plan[:, 1]
-        groups_h = plan[:, 2:].reshape(n, 5, depth)
-        active_h = np.flatnonzero(steps_h > 0)
+        coef_x = (1 - m) + m * (weights * (steps.reshape(nv, k) == 0)).sum(1)
+        out = xv * _to_device(coef_x.astype(np.float32), device).view(nv, 1, 1, 1)
+        active_h = np.flatnonzero(steps > 0)
         if active_h.size == 0:
             return out.clamp_(0, 1).view(views, b, c, h, w)
-        slot_h = np.full(n, -1, dtype=np.int64)
-        slot_h[active_h] = np.arange(active_h.size)
-        active = _to_device(active_h, device)
-        owner = active.div(k, rounding_mode="floor")
-        # The active chains' images. Every active chain takes step 0, which reads x itself, so rows are only
-        # filled with x beforehand where a step writes part of the image (patches smaller than the image).
-        state = torch.empty((active_h.size, c, h, w), dtype=x.dtype, device=device)
-        source = (xv, owner)  # where step 0 reads each chain's current image (by row)
+
+        # Per chain and step: every discrete choice and parameter.
+        u = u.reshape(n, depth, _U_COLUMNS)
+        nops = len(self._ops)
+        op = np.minimum((u[..., 0] * nops).astype(np.int64), nops - 1)
+        partner_op = np.minimum((u[..., 1] * nops).astype(np.int64), nops - 1)
+        mix_op = np.minimum((u[..., 2] * len(MIXING_OPS)).astype(np.int64), len(MIXING_OPS) - 1)
+        partner_aug = u[..., 3] < self.partner_aug_prob
+        params = self._step_params(u, op, partner_op, h, w)  # (n, depth, _P_COLUMNS) float32
+        op2group = self._op2group.numpy()
+        # (n, 5, depth): op group, partner's op group, mixing op, partner is augmented, patch-size index
+        groups = np.stack([op2group[op], op2group[partner_op], mix_op, partner_aug, params[..., -1].astype(np.int64)], 1)
+
+        # The active chains' images, one row each. Every active chain takes step 0, which reads x itself, so
+        # rows need no initial copy of x; they are numbered in the order step 0 processes the chains, so that
+        # step 0 writes contiguous ranges of rows.
+        first_img = self._order(np.flatnonzero(is_img & (steps > 0)), groups[:, :, 0], True)
+        first_patch = self._order(np.flatnonzero(~is_img & (steps > 0)), groups[:, :, 0], False)
+        order = np.concatenate([first_img, first_patch])
+        slot = np.full(n, -1, dtype=np.int64)
+        slot[order] = np.arange(order.size)
+        state = torch.empty((order.size, c, h, w), dtype=x.dtype, device=device)
 
         for d in range(depth):
-            running = steps_h > d
-            img_chains = np.flatnonzero(running & is_img_h)
+            running = steps > d
+            img_chains = np.flatnonzero(running & is_img)
             if img_chains.size:
-                chains, counts = _sort_by(img_chains, groups_h[img_chains, 0, d], len(_GROUPS))
-                rows, chains_d = _to_device(np.stack([slot_h[chains], chains]), device)
-                prm = params[:, d].index_select(0, chains_d)
-                src_rows = rows if d else source[1].index_select(0, rows)
-                self._image_ops(state if d else xv, src_rows, state, rows, prm[:, :_OP_COLUMNS], counts)
-            patch_chains = np.flatnonzero(running & ~is_img_h)
+                chains, counts = _sort_by(img_chains, groups[img_chains, 0, d], len(_GROUPS))
+                rows = _to_device(np.stack([slot[chains], chains // k]), device)
+                prm = _to_device(params[chains, d, :_OP_COLUMNS], device)
+                if d == 0:  # reads x (row = image index), writes rows 0, 1, ...
+                    self._image_ops(xv, rows[1], state, rows[0], prm, counts, dst_start=0)
+                else:
+                    self._image_ops(state, rows[0], state, rows[0], prm, counts)
+            patch_chains = np.flatnonzero(running & ~is_img)
             if patch_chains.size:
-                self._patch_step(
-                    state, xv, pics, patch_chains, slot_h, groups_h[:, :, d], params[:, d], rng, b, k, first=d == 0
-                )
+                first = first_img.size if d == 0 else None  # step 0 writes rows first_img.size, ...
+                self._patch_step(state, xv, pics, patch_chains, slot, groups[:, :, d], params[:, d], rng, b, k, first)
 
-        state.mul_((m.view(nv, 1) * weights).view(n).index_select(0, active).view(-1, 1, 1, 1))
-        out.index_add_(0, owner, state)
+        chain_w = (m.reshape(nv, 1) * weights).reshape(n)[order].astype(np.float32)
+        state.mul_(_to_device(chain_w, device).view(-1, 1, 1, 1))
+        out.index_add_(0, _to_device(order // k, device), state)
         return out.clamp_(0, 1).view(views, b, c, h, w)
 
-    # -- parameters -------------------------------------------------------------------------------------
+    def _order(self, chains: np.ndarray, groups: np.ndarray, image: bool) -> np.ndarray:
+        """``chains`` in the order a step processes them: by op group (image) or by patch size, mixing op."""
+        if image:
+            return _sort_by(chains, groups[chains, 0], len(_GROUPS))[0]
+        nmix = len(MIXING_OPS)
+        return _sort_by(chains, groups[chains, 4] * nmix + groups[chains, 2], len(self.patch_sizes) * nmix)[0]
 
-    def _op_params(self, op: torch.Tensor, level_u: torch.Tensor, sign_u: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    # -- parameters (host, numpy float32) -----------------------------------------------------------------
+
+    def _op_params(self, op: np.ndarray, level_u: np.ndarray, sign_u: np.ndarray, h: int, w: int) -> np.ndarray:
         """Per-step image-op parameters with AugMix's scalings (level L ~ U(0.1, severity), PARAMETER_MAX 10).
 
         Columns: posterize bits 4 - int(0.4 L); solarize threshold (256 - int(25.6 L)) / 255 (0 for invert);
@@ -320,68 +327,72 @@ class IPMix(Transform):
         int(3 L) degrees (counter-clockwise), shear 0.03 L (about the top-left corner, as PIL), translate
         int(L * side / 30) px, each with a random sign.
         """
+        f32 = np.float32
         names = self._ops
-        level = 0.1 + level_u * (self.severity - 0.1)
-        sign = torch.where(sign_u < 0.5, -1.0, 1.0)
-        bits = 4 - torch.floor(level * 0.4)
-        thr = (256 - torch.floor(level * 25.6)) / 255.0
-        thr = torch.where(op == names.index("invert"), torch.zeros_like(thr), thr)
+        level = (f32(0.1) + level_u * f32(self.severity - 0.1)).astype(f32)
+        sign = np.where(sign_u < 0.5, f32(-1), f32(1))
+        bits = 4 - np.floor(level * f32(0.4))
+        thr = np.where(op == names.index("invert"), f32(0), (256 - np.floor(level * f32(25.6))) / f32(255))
         cutoff = 10 - level
-        factor = level * 0.18 + 0.1
+        factor = level * f32(0.18) + f32(0.1)
+
         # Inverse maps (output -> input, pixel coordinates centred on the image, torchvision's convention):
         # rotate(phi) [cos, -sin, 0, sin, cos, 0]; shear_x(f) about the top-left corner [1, f, f h/2, 0, 1, 0];
         # shear_y(f) [1, 0, 0, f, 1, f w/2]; translate (tx, ty) [1, 0, -tx, 0, 1, -ty].
-        def pick(name: str, value: torch.Tensor) -> torch.Tensor:
+        def pick(name: str, value: np.ndarray) -> np.ndarray:
             return value * (op == names.index(name))
 
-        phi = torch.deg2rad(pick("rotate", torch.floor(level * 3) * sign))
-        cos, sin = torch.cos(phi), torch.sin(phi)
-        shear = level * 0.03 * sign
+        phi = np.deg2rad(pick("rotate", np.floor(level * f32(3)) * sign))
+        cos, sin = np.cos(phi), np.sin(phi)
+        shear = level * f32(0.03) * sign
         fx, fy = pick("shear_x", shear), pick("shear_y", shear)
-        tx = pick("translate_x", torch.floor(level * (w / 30)) * sign)
-        ty = pick("translate_y", torch.floor(level * (h / 30)) * sign)
-        matrix = torch.stack([cos, fx - sin, fx * (h / 2) - tx, sin + fy, cos, fy * (w / 2) - ty], -1)
-        theta = O.affine_theta(matrix, h, w).view(*level.shape, 6)
-        return torch.cat([torch.stack([bits, thr, cutoff, factor], -1), theta], -1)
+        tx = pick("translate_x", np.floor(level * f32(w / 30)) * sign)
+        ty = pick("translate_y", np.floor(level * f32(h / 30)) * sign)
+        matrix = np.stack([cos, fx - sin, fx * f32(h / 2) - tx, sin + fy, cos, fy * f32(w / 2) - ty], -1)
+        theta = matrix * np.array([1, h / w, 2 / w, w / h, 1, 2 / h], dtype=f32)  # to grid_sample's [-1, 1]
+        return np.concatenate([np.stack([bits, thr, cutoff, factor], -1), theta], -1).astype(f32)
 
-    def _step_params(self, u: torch.Tensor, op: torch.Tensor, partner_op: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """All per-(chain, step) parameters ``(n, depth, 2 * _OP_COLUMNS + 9)``.
+    def _step_params(self, u: np.ndarray, op: np.ndarray, partner_op: np.ndarray, h: int, w: int) -> np.ndarray:
+        """All per-(chain, step) parameters ``(n, depth, _P_COLUMNS)`` (float32).
 
         Columns: image-op parameters (:meth:`_op_params`), the same for the partner's op, then the patch's top,
         left, height, width, ``a``, ``b``, ``(1 - a - b) / 2``, keep threshold and patch-size index.
         """
+        f32 = np.float32
         img = self._op_params(op, u[..., 4], u[..., 5], h, w)
         if self.partner_aug_prob > 0:
             partner = self._op_params(partner_op, u[..., 16], u[..., 17], h, w)
         else:
-            partner = torch.zeros_like(img)
+            partner = np.zeros_like(img)
         # Patch: side from patch_sizes; square with p = 0.5, else sides U{2..s}; top-left corner uniform.
         hs, ws = self._patch_pixels(h, w)
-        size_idx = (u[..., 6] * len(hs)).long().clamp_(max=len(hs) - 1)
-        sh = torch.tensor(hs, dtype=u.dtype, device=u.device)[size_idx]
-        sw = torch.tensor(ws, dtype=u.dtype, device=u.device)[size_idx]
-        top = torch.floor(u[..., 7] * (h - sh + 1))
-        left = torch.floor(u[..., 8] * (w - sw + 1))
+        size_idx = np.minimum((u[..., 6] * len(hs)).astype(np.int64), len(hs) - 1)
+        sh, sw = np.asarray(hs, dtype=f32)[size_idx], np.asarray(ws, dtype=f32)[size_idx]
+        top = np.floor(u[..., 7] * (h - sh + 1))
+        left = np.floor(u[..., 8] * (w - sw + 1))
         square = u[..., 9] < 0.5
-        ph = torch.where(square, sh, 2 + torch.floor(u[..., 10] * (sh - 1)))
-        pw = torch.where(square, sw, 2 + torch.floor(u[..., 11] * (sw - 1)))
+        ph = np.where(square, sh, 2 + np.floor(u[..., 10] * (sh - 1)))
+        pw = np.where(square, sw, 2 + np.floor(u[..., 11] * (sw - 1)))
         # (a, b): with p = 0.5 a ~ Beta(beta, 1), b ~ Beta(1, beta); else a = 1 + Beta(1, beta), b = -Beta(1, beta).
         # Beta(beta, 1) = U^(1 / beta) and Beta(1, beta) = 1 - U^(1 / beta) by inversion.
         branch = u[..., 12] < 0.5
-        ua, ub = u[..., 13].pow(1.0 / self.beta), u[..., 14].pow(1.0 / self.beta)
-        a = torch.where(branch, ua, 2 - ua)
-        bb = torch.where(branch, 1 - ub, ub - 1)
-        keep_thr = torch.round(u[..., 15] * 256)  # random pixels/elements keep x1 where a byte < 256 p, p ~ U(0, 1)
-        patch = torch.stack([top, left, ph, pw, a, bb, (1 - a - bb) / 2, keep_thr], -1)
-        return torch.cat([img, partner, patch, size_idx.to(u.dtype).unsqueeze(-1)], -1)
+        ua, ub = u[..., 13] ** f32(1.0 / self.beta), u[..., 14] ** f32(1.0 / self.beta)
+        a = np.where(branch, ua, 2 - ua)
+        bb = np.where(branch, 1 - ub, ub - 1)
+        keep_thr = np.round(u[..., 15] * 256)  # random pixels/elements keep x1 where a byte < 256 p, p ~ U(0, 1)
+        patch = np.stack([top, left, ph, pw, a, bb, (1 - a - bb) / 2, keep_thr, size_idx], -1).astype(f32)
+        return np.concatenate([img, partner, patch], -1)
 
     # -- image level -------------------------------------------------------------------------------------
 
     def _image_ops(
         self, src: torch.Tensor, src_rows: torch.Tensor, dst: torch.Tensor, dst_rows: torch.Tensor,
-        prm: torch.Tensor, counts: list[int],
+        prm: torch.Tensor, counts: list[int], dst_start: int | None = None,
     ) -> None:  # fmt: skip
-        """``dst[dst_rows[i]] = op_i(src[src_rows[i]])`` with rows sorted by op group (``counts`` per group)."""
+        """``dst[dst_rows[i]] = op_i(src[src_rows[i]])`` with rows sorted by op group (``counts`` per group).
+
+        With ``dst_start`` the destination rows are known to be ``dst_start, dst_start + 1, ...`` (written as slices).
+        """
         start = 0
         for group, count in zip(_GROUPS, counts):
             if not count:
@@ -406,44 +417,56 @@ class IPMix(Transform):
                 y = O.autocontrast(x, p[:, 2])
             else:
                 y = _ENHANCE[group](x, p[:, 3])
-            dst.index_copy_(0, dst_rows[start:stop], y)
+            if dst_start is None:
+                dst.index_copy_(0, dst_rows[start:stop], y)
+            else:
+                dst[dst_start + start : dst_start + stop].copy_(y)
             start = stop
 
     # -- patch / pixel level ------------------------------------------------------------------------------
 
     def _patch_step(
-        self, state: torch.Tensor, xv: torch.Tensor, pics: torch.Tensor, chains_h: torch.Tensor,
-        slot_h: np.ndarray, groups_h: np.ndarray, params: torch.Tensor, rng: _Rng, batch: int, k: int,
-        first: bool,
+        self, state: torch.Tensor, xv: torch.Tensor, pics: torch.Tensor, chains_h: np.ndarray, slot: np.ndarray,
+        groups: np.ndarray, params: np.ndarray, rng: _Rng, batch: int, k: int, first: int | None,
     ) -> None:  # fmt: skip
-        """One patch-mixing step for ``chains_h``; ``groups_h`` ``(n, 5)`` and ``params`` are this step's.
+        """One patch-mixing step for ``chains_h``; ``groups`` ``(n, 5)`` and ``params`` are this step's.
 
         Chains are grouped by patch size, then by mixing op. For patches smaller than the image only the
-        ``s x s`` window that holds the patch is gathered, mixed and written back. At the ``first`` step the
-        chains' rows of ``state`` are not filled yet: their current image is ``x``.
+        ``s x s`` window that holds the patch is gathered, mixed and written back. At the first step (``first``
+        not None) the chains' current image is ``x`` and their rows are ``first, first + 1, ...``, not filled yet.
         """
         device = state.device
         _, c, h, w = state.shape
         hs, ws = self._patch_pixels(h, w)
         nmix = len(MIXING_OPS)
-        chains, counts = _sort_by(chains_h, groups_h[chains_h, 4] * nmix + groups_h[chains_h, 2], len(hs) * nmix)
-        rows, chains_d = _to_device(np.stack([slot_h[chains], chains]), device)
-        prm = params.index_select(0, chains_d)
-        owner = chains_d.div(k, rounding_mode="floor")
+        chains, counts = _sort_by(chains_h, groups[chains_h, 4] * nmix + groups[chains_h, 2], len(hs) * nmix)
+        prm_h = params[chains]
+        owner_h = chains // k
+        corner_h = (prm_h[:, 2 * _OP_COLUMNS] * w + prm_h[:, 2 * _OP_COLUMNS + 1]).astype(np.int64)  # top * w + left
+        # rows of: state, x (owner), the partner picture, and the flat offsets of the windows' corners
+        idx = _to_device(np.stack([slot[chains], owner_h, owner_h % batch, corner_h]), device)
+        rows, owner, rows2, corner = idx[0], idx[1], idx[2], idx[3]
+        prm = _to_device(prm_h, device)
 
         # Partner pictures: the mixing picture, or (partner_aug_prob) an image-level-augmented copy of x.
-        src2, rows2 = pics, owner.remainder(batch)
+        src2 = pics
         if self.partner_aug_prob > 0:
-            aug_h = groups_h[chains, 3].astype(bool)
+            aug_h = groups[chains, 3].astype(bool)
             if aug_h.any():
                 src2, rows2 = pics.index_select(0, rows2), torch.arange(chains.size, device=device)
-                pos_h, pcounts = _sort_by(np.flatnonzero(aug_h), groups_h[chains[aug_h], 1], len(_GROUPS))
+                pos_h, pcounts = _sort_by(np.flatnonzero(aug_h), groups[chains[aug_h], 1], len(_GROUPS))
                 pos = _to_device(pos_h, device)
-                partner_prm = prm.index_select(0, pos)[:, _OP_COLUMNS : 2 * _OP_COLUMNS]
+                partner_prm = _to_device(prm_h[pos_h, _OP_COLUMNS : 2 * _OP_COLUMNS], device)
                 self._image_ops(xv, owner.index_select(0, pos), src2, pos, partner_prm, pcounts)
 
         pp = prm[:, 2 * _OP_COLUMNS :]  # top, left, patch height, patch width, a, b, (1 - a - b) / 2, keep threshold
         chw = c * h * w
+        pool_sizes = []
+        for size_index, (sh, sw) in enumerate(zip(hs, ws)):
+            for op, count in zip(MIXING_OPS, counts[size_index * nmix : (size_index + 1) * nmix]):
+                pool_sizes.append(count * (1 if op == "random_pixels" else c) * sh * sw if op.startswith("random") else 0)
+        pool = rng.bytes(sum(pool_sizes)) if sum(pool_sizes) else None  # the masks' random bytes, one draw per step
+        pool_at = 0
         start = 0
         for size_index, (sh, sw) in enumerate(zip(hs, ws)):
             op_counts = counts[size_index * nmix : (size_index + 1) * nmix]
@@ -453,39 +476,48 @@ class IPMix(Transform):
             g = pp[start:stop]
             r1, r2 = rows[start:stop], rows2[start:stop]
             ph, pw = g[:, 2].view(-1, 1, 1), g[:, 3].view(-1, 1, 1)
+            block = None if first is None else state[first + start : first + stop]  # this group's rows
+            if block is not None:
+                torch.index_select(xv, 0, owner[start:stop], out=block)  # start from x
             if (sh, sw) == (h, w):
-                x1 = xv.index_select(0, owner[start:stop]) if first else state.index_select(0, r1)
+                x1 = block if block is not None else state.index_select(0, r1)
                 x2 = src2.index_select(0, r2)
                 ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1) - g[:, 0].view(-1, 1, 1)
                 xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw) - g[:, 1].view(-1, 1, 1)
                 rect = (ys >= 0) & (ys < ph) & (xs >= 0) & (xs < pw)
             else:  # the window starts at the patch's corner
-                if first:
-                    state.index_copy_(0, r1, xv.index_select(0, owner[start:stop]))
                 local = _window_offsets(c, h, w, sh, sw, device)
-                corner = (g[:, 0] * w + g[:, 1]).long()
-                idx1 = ((r1 * chw + corner).view(-1, 1, 1, 1) + local).view(-1)
-                idx2 = ((r2 * chw + corner).view(-1, 1, 1, 1) + local).view(-1)
+                idx1 = (r1.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
+                idx2 = (r2.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
                 x1 = state.view(-1).index_select(0, idx1).view(-1, c, sh, sw)
                 x2 = src2.view(-1).index_select(0, idx2).view(-1, c, sh, sw)
-                ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1)
-                xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw)
+                ys, xs = _window_grid(sh, sw, device)
                 rect = (ys < ph) & (xs < pw)
             rect = rect.unsqueeze(1).to(x1.dtype)  # (n, 1, sh, sw): the patch inside the window
-            self._mix(x1, x2, rect, g, op_counts, rng)
+            sizes = pool_sizes[size_index * nmix : (size_index + 1) * nmix]
+            masks = pool[pool_at : pool_at + sum(sizes)] if pool is not None else None
+            self._mix(x1, x2, rect, g, op_counts, masks)
+            pool_at += sum(sizes)
             if (sh, sw) == (h, w):
-                state.index_copy_(0, r1, x1)
+                if block is None:  # (else x1 is the block itself, mixed in place)
+                    state.index_copy_(0, r1, x1)
             else:
                 state.view(-1).index_copy_(0, idx1, x1.view(-1))
             start = stop
 
     @staticmethod
     def _mix(
-        x1: torch.Tensor, x2: torch.Tensor, rect: torch.Tensor, prm: torch.Tensor, counts: list[int], rng: _Rng
-    ) -> None:
-        """In place ``x1 <- x1 + rect * (mix(x1, x2) - x1)``, rows sorted by mixing op (``counts`` per op)."""
+        x1: torch.Tensor, x2: torch.Tensor, rect: torch.Tensor, prm: torch.Tensor, counts: list[int],
+        masks: torch.Tensor | None,
+    ) -> None:  # fmt: skip
+        """In place ``x1 <- x1 + rect * (mix(x1, x2) - x1)``, rows sorted by mixing op (``counts`` per op).
+
+        ``masks`` holds the uniform random bytes of the random-pixel (``(1, h, w)`` per row) and random-element
+        (``(C, h, w)`` per row) mixes, in that order.
+        """
         cols = prm[:, 4:8].t().reshape(4, -1, 1, 1, 1)  # a, b, (1 - a - b) / 2, keep threshold
-        start = 0
+        _, c, h, w = x1.shape
+        start = used = 0
         for op, count in zip(MIXING_OPS, counts):
             if not count:
                 continue
@@ -500,10 +532,20 @@ class IPMix(Transform):
                 mixed = log_mix.addcmul_(b, y2.clamp(min=5e-38).log_()).exp_().clamp_(0, 1)
                 y1.lerp_(mixed, r)
             else:  # mask x1 + (1 - mask) x2, mask = rand < p over pixels (1, h, w) or elements (C, h, w)
-                _, c, h, w = y1.shape
-                drawn = rng.bytes(count, 1 if op == "random_pixels" else c, h, w)
+                mc = 1 if op == "random_pixels" else c
+                drawn = masks[used : used + count * mc * h * w].view(count, mc, h, w)
+                used += drawn.numel()
                 y1.lerp_(y2, torch.mul(r, drawn >= p))
             start = stop
+
+
+@functools.lru_cache(maxsize=64)
+def _window_grid(sh: int, sw: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column coordinates ``(1, sh, 1)`` and ``(1, 1, sw)`` of a window (cached)."""
+    return (
+        torch.arange(sh, device=device, dtype=torch.float32).view(1, sh, 1),
+        torch.arange(sw, device=device, dtype=torch.float32).view(1, 1, sw),
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -530,5 +572,6 @@ _ENHANCE = {
     "brightness": O.adjust_brightness,
     "sharpness": O.adjust_sharpness,
 }
-_U_COLUMNS = 18  # uniforms per (chain, step); see augment()
+_U_COLUMNS = 18  # uniforms per (chain, step); see augment() and _step_params()
 _OP_COLUMNS = 10  # bits, threshold, cutoff, factor, 6 affine coefficients
+_P_COLUMNS = 2 * _OP_COLUMNS + 9  # image op, partner op, 9 patch columns
