@@ -96,11 +96,11 @@ def posterize(x: torch.Tensor, bits: Param) -> torch.Tensor:
 def solarize(x: torch.Tensor, threshold: Param) -> torch.Tensor:
     """Invert the values ``>= threshold`` (threshold in [0, 1]; above 1 leaves the image unchanged).
 
-    Same as ``kornia.enhance.solarize``; written as ``|x - [x >= t]|`` because ``torch.where`` on a large
-    tensor is several times slower than arithmetic on CPU.
+    Same as ``kornia.enhance.solarize``; written as ``|[x >= t] - x|`` with the comparison written straight into
+    a float tensor, because ``torch.where`` and bool tensors are several times slower than arithmetic on CPU.
     """
-    t = _per_sample(threshold, x)
-    return (x - (x >= t).to(x.dtype)).abs_()  # |x - 1| = 1 - x where x >= t, |x - 0| = x elsewhere
+    above = torch.ge(x, _per_sample(threshold, x), out=torch.empty_like(x))  # 0/1 floats: no bool tensor
+    return above.sub_(x).abs_()  # |1 - x| = 1 - x where x >= t, |0 - x| = x elsewhere
 
 
 def equalize(x: torch.Tensor) -> torch.Tensor:

@@ -484,7 +484,7 @@ class IPMix(Transform):
                 x2 = src2.index_select(0, r2)
                 ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1) - g[:, 0].view(-1, 1, 1)
                 xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw) - g[:, 1].view(-1, 1, 1)
-                rect = (ys >= 0) & (ys < ph) & (xs >= 0) & (xs < pw)
+                in_rows, in_cols = (ys >= 0) & (ys < ph), (xs >= 0) & (xs < pw)
             else:  # the window starts at the patch's corner
                 local = _window_offsets(c, h, w, sh, sw, device)
                 idx1 = (r1.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
@@ -492,8 +492,9 @@ class IPMix(Transform):
                 x1 = state.view(-1).index_select(0, idx1).view(-1, c, sh, sw)
                 x2 = src2.view(-1).index_select(0, idx2).view(-1, c, sh, sw)
                 ys, xs = _window_grid(sh, sw, device)
-                rect = (ys < ph) & (xs < pw)
-            rect = rect.unsqueeze(1).to(x1.dtype)  # (n, 1, sh, sw): the patch inside the window
+                in_rows, in_cols = ys < ph, xs < pw
+            # (n, 1, sh, sw): the patch inside the window, as the product of small row and column masks
+            rect = (in_rows.to(x1.dtype) * in_cols.to(x1.dtype)).unsqueeze(1)
             sizes = pool_sizes[size_index * nmix : (size_index + 1) * nmix]
             masks = pool[pool_at : pool_at + sum(sizes)] if pool is not None else None
             self._mix(x1, x2, rect, g, op_counts, masks)
@@ -535,7 +536,8 @@ class IPMix(Transform):
                 mc = 1 if op == "random_pixels" else c
                 drawn = masks[used : used + count * mc * h * w].view(count, mc, h, w)
                 used += drawn.numel()
-                y1.lerp_(y2, torch.mul(r, drawn >= p))
+                take_x2 = torch.ge(drawn, p, out=torch.empty(drawn.shape, dtype=y1.dtype, device=y1.device))
+                y1.lerp_(y2, take_x2.mul_(r))  # (0/1 floats straight from the comparison: bool tensors are slow)
             start = stop
 
 
