@@ -129,3 +129,11 @@ def test_default_mixing_set_is_lazy_deterministic_and_cached(tmp_path, monkeypat
     # non-square inputs get a centre crop of the square fractals
     crop = ms.sample(torch.arange(2), (32, 20), 1)
     assert crop.shape == (2, 1, 32, 20)
+
+
+def test_large_inputs_get_fractals_rendered_at_render_size_and_upsampled():
+    ms = MixingSet(num_images=4, seed=2, render_size=16)
+    big = ms.sample(torch.arange(4), (48, 48), 3)
+    small = generate_fractals(4, 16, seed=2)
+    ref = TF.resize((small * 255).round() / 255, [48, 48], antialias=False)
+    torch.testing.assert_close(big, ref, atol=1 / 255 + 1e-6, rtol=0)

@@ -328,8 +328,9 @@ class MixingSet:
     ``source`` may be
 
     - ``None``: ``num_images`` procedural fractals (:func:`generate_fractals`, seed ``seed``), generated
-      lazily at the input's size on the input's device the first time they are needed, kept in memory and,
-      with ``cache_dir``, also saved as safetensors and reloaded next time;
+      lazily at the input's size (rendered at most ``render_size`` px and upsampled beyond that) on the input's
+      device the first time they are needed, kept in memory and, with ``cache_dir``, also saved as safetensors
+      and reloaded next time;
     - a tensor ``(M, C, H, W)`` (or ``(M, H, W)``), uint8 in ``[0, 255]`` or float in ``[0, 1]``, ``C`` 1 or 3;
     - a folder (searched recursively for image files);
     - a dataset or sequence whose items are images (PIL or ``(C, H, W)`` tensors) or ``(image, label)`` tuples.
@@ -347,8 +348,10 @@ class MixingSet:
         seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
         max_images: int | None = None,
+        render_size: int = 128,
     ) -> None:
         self.num_images = int(num_images)
+        self.render_size = int(render_size)
         self.seed = int(seed)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.max_images = max_images
@@ -446,21 +449,33 @@ class MixingSet:
         return out.to(device)
 
     def _fractals(self, side: int, device: torch.device) -> torch.Tensor:
+        """uint8 fractals of ``side`` px: rendered at ``min(side, render_size)`` px, upsampled when larger."""
+        render = min(side, self.render_size)
         path = None
+        imgs = None
         if self.cache_dir is not None:
-            path = self.cache_dir / f"robaug-fractals-v{_CACHE_VERSION}-n{self.num_images}-s{side}-seed{self.seed}.safetensors"
+            name = f"robaug-fractals-v{_CACHE_VERSION}-n{self.num_images}-s{render}-seed{self.seed}.safetensors"
+            path = self.cache_dir / name
             if path.is_file():
                 from safetensors.torch import load_file
 
-                return load_file(str(path))["images"].to(device)
-        imgs = _to_uint8(generate_fractals(self.num_images, side, seed=self.seed, device=device))
-        if path is not None:
-            from safetensors.torch import save_file
+                imgs = load_file(str(path))["images"].to(device)
+        if imgs is None:
+            imgs = _to_uint8(generate_fractals(self.num_images, render, seed=self.seed, device=device))
+            if path is not None:
+                from safetensors.torch import save_file
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({"images": imgs.cpu().contiguous()}, str(tmp))
-            os.replace(tmp, path)  # atomic: concurrent DataLoader workers never see half a file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                save_file({"images": imgs.cpu().contiguous()}, str(tmp))
+                os.replace(tmp, path)  # atomic: concurrent DataLoader workers never see half a file
+        if render < side:
+            imgs = torch.cat(
+                [
+                    _to_uint8(TF.resize(imgs[i : i + 64].float().div_(255), [side, side], antialias=False))
+                    for i in range(0, imgs.shape[0], 64)
+                ]
+            )
         return imgs
 
     def images(self, size: tuple[int, int], channels: int, device: torch.device | str = "cpu") -> torch.Tensor:
