@@ -113,14 +113,15 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     planes = n * c
     level = x.reshape(planes, h * w).mul(255.0).clamp_(0, 255).to(torch.int64)
-    hist = torch.zeros(planes, 256, device=x.device, dtype=torch.float64)
-    hist.scatter_add_(1, level, torch.ones(1, device=x.device, dtype=torch.float64).expand(planes, h * w))
-    used = torch.arange(256, device=x.device, dtype=torch.float64).expand(planes, 256)
-    last = torch.where(hist > 0, used, 0.0).amax(1, keepdim=True).long()
-    step = torch.floor((h * w - hist.gather(1, last)) / 255)
-    cum = hist.cumsum(1) - hist  # cumsum[v - 1]
-    lut = torch.floor((cum + torch.floor(step / 2)) / step.clamp(min=1)).clamp_(0, 255)
-    lut = torch.where(step > 0, lut, used).div_(255.0).to(x.dtype)
+    # Counts and LUT in float32: exact while a channel has fewer than 2^24 pixels (4096 x 4096).
+    hist = torch.zeros(planes, 256, device=x.device, dtype=torch.float32)
+    hist.scatter_add_(1, level, torch.ones(1, device=x.device, dtype=torch.float32).expand(planes, h * w))
+    last = hist.gather(1, level.amax(1, keepdim=True))  # count of the highest level used
+    step = torch.floor((h * w - last) / 255)
+    cum = hist.cumsum(1).sub_(hist)  # cumsum[v - 1]
+    lut = cum.add_(torch.floor(step / 2)).div_(step.clamp(min=1)).floor_().clamp_(0, 255)
+    ramp = torch.arange(256, device=x.device, dtype=torch.float32).expand(planes, 256)
+    lut = torch.lerp(ramp, lut, (step > 0).float()).div_(255.0).to(x.dtype)  # step == 0: unchanged
     return lut.gather(1, level).view(n, c, h, w)
 
 
@@ -247,11 +248,18 @@ def affine_theta(matrix: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """``grid_sample`` of every image with its own normalised ``theta`` (from :func:`affine_theta`).
 
+    The sampling grid is ``F.affine_grid``'s (``align_corners=False``), built from two broadcast sums of
+    per-row and per-column terms, which is cheaper than ``affine_grid``'s batched matrix product on CPU.
     ``mode="nearest"`` is exact (and ~3x faster) for integer translations, where sample points fall on pixel
     centres.
     """
-    theta = theta.to(device=x.device, dtype=x.dtype).view(x.shape[0], 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    n, _, h, w = x.shape
+    th = theta.to(device=x.device, dtype=x.dtype).reshape(n, 6, 1, 1)
+    cols = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1).div_(w).sub_(1).view(1, 1, w)
+    rows = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1).div_(h).sub_(1).view(1, h, 1)
+    grid = torch.empty(n, h, w, 2, device=x.device, dtype=x.dtype)
+    torch.add(th[:, 0] * cols + th[:, 2], th[:, 1] * rows, out=grid[..., 0])
+    torch.add(th[:, 3] * cols + th[:, 5], th[:, 4] * rows, out=grid[..., 1])
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
