@@ -496,9 +496,10 @@ def test_quickstart_notebook_runs(tmp_path):
     if not (ROOT / "robaug" / "weights" / "fmnist-ddpm.safetensors").is_file():
         pytest.skip("the built-in fmnist-ddpm weights are not in robaug/weights yet")
     nb = nbformat.read(ROOT / "examples" / "notebooks" / "quickstart.ipynb", as_version=4)
-    env_cell = nbformat.v4.new_code_cell(
+    env_cell = nbformat.v4.new_code_cell(  # tiny settings, and one thread like the rest of the test suite
         "import os\nos.environ['ROBAUG_QUICKSTART_SMALL'] = '1'\n"
         f"os.environ['ROBAUG_CACHE'] = {str(tmp_path / 'cache')!r}\n"
+        "import torch\ntorch.set_num_threads(1)\n"
     )
     nb.cells.insert(0, env_cell)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
