@@ -19,6 +19,7 @@ rotates some images, shears others and translates the rest is a single ``grid_sa
 
 from __future__ import annotations
 
+import functools
 from typing import Union
 
 import kornia.enhance as KE
@@ -245,6 +246,14 @@ def affine_theta(matrix: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (m * scale).view(-1, 2, 3)
 
 
+@functools.lru_cache(maxsize=32)
+def _pixel_centres(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel centres in ``grid_sample``'s [-1, 1] coordinates: rows ``(1, h, 1)``, columns ``(1, 1, w)`` (cached)."""
+    rows = (torch.arange(h, device=device, dtype=dtype) * 2 + 1).div_(h).sub_(1).view(1, h, 1)
+    cols = (torch.arange(w, device=device, dtype=dtype) * 2 + 1).div_(w).sub_(1).view(1, 1, w)
+    return rows, cols
+
+
 def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """``grid_sample`` of every image with its own normalised ``theta`` (from :func:`affine_theta`).
 
@@ -255,8 +264,7 @@ def warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.
     """
     n, _, h, w = x.shape
     th = theta.to(device=x.device, dtype=x.dtype).reshape(n, 6, 1, 1)
-    cols = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1).div_(w).sub_(1).view(1, 1, w)
-    rows = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1).div_(h).sub_(1).view(1, h, 1)
+    rows, cols = _pixel_centres(h, w, x.device, x.dtype)
     grid = torch.empty(n, h, w, 2, device=x.device, dtype=x.dtype)
     torch.add(th[:, 0] * cols + th[:, 2], th[:, 1] * rows, out=grid[..., 0])
     torch.add(th[:, 3] * cols + th[:, 5], th[:, 4] * rows, out=grid[..., 1])

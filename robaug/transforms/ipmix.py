@@ -205,7 +205,9 @@ class IPMix(Transform):
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
             return inpt
         x, restore = to_float_batch(inpt, name="IPMix input", validate=self.validate)
-        views = self.augment(x)  # (V, B, C, H, W)
+        # uint8 results are clamped when converted back, so skip the extra pass there
+        to_uint8 = isinstance(inpt, PIL.Image.Image) or inpt.dtype == torch.uint8
+        views = self.augment(x, clamp=not to_uint8)  # (V, B, C, H, W)
         if self.num_views == 1:
             return restore(views[0])
         outs = [restore(v) for v in views]
@@ -230,8 +232,12 @@ class IPMix(Transform):
         return hs, ws
 
     @torch.no_grad()
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """IPMix views of a float batch ``(B, C, H, W)`` in [0, 1]: a tensor ``(num_views, B, C, H, W)``."""
+    def augment(self, x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """IPMix views of a float batch ``(B, C, H, W)`` in [0, 1]: a tensor ``(num_views, B, C, H, W)``.
+
+        The result is a convex combination of values in [0, 1]; ``clamp=False`` skips the final clamp that
+        removes rounding errors of order 1e-7 (for callers that clamp anyway).
+        """
         if x.ndim != 4 or x.shape[0] == 0:
             raise ValueError(f"augment() expects a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
         b, c, h, w = x.shape
@@ -265,7 +271,7 @@ class IPMix(Transform):
         out = xv * _to_device(coef_x.astype(np.float32), device).view(nv, 1, 1, 1)
         active_h = np.flatnonzero(steps > 0)
         if active_h.size == 0:
-            return out.clamp_(0, 1).view(views, b, c, h, w)
+            return (out.clamp_(0, 1) if clamp else out).view(views, b, c, h, w)
 
         # Per chain and step: every discrete choice and parameter.
         u = u.reshape(n, depth, _U_COLUMNS)
@@ -308,7 +314,7 @@ class IPMix(Transform):
         chain_w = (m.reshape(nv, 1) * weights).reshape(n)[order].astype(np.float32)
         state.mul_(_to_device(chain_w, device).view(-1, 1, 1, 1))
         out.index_add_(0, _to_device(order // k, device), state)
-        return out.clamp_(0, 1).view(views, b, c, h, w)
+        return (out.clamp_(0, 1) if clamp else out).view(views, b, c, h, w)
 
     def _order(self, chains: np.ndarray, groups: np.ndarray, image: bool) -> np.ndarray:
         """``chains`` in the order a step processes them: by op group (image) or by patch size, mixing op."""
