@@ -261,7 +261,7 @@ class IPMix(Transform):
         # Per chain: weight w ~ Dirichlet(1, ..., 1), level (image / patch), length U{0..depth}; per image m ~ U(0, 1).
         u_chain, m = u_chain[: nv * 3 * k].reshape(nv, k, 3), u_chain[nv * 3 * k :]
         e = -np.log1p(-u_chain[..., 0])  # Exp(1) draws; normalised they are Dirichlet(1, ..., 1)
-        weights = (e / e.sum(1, keepdims=True)).astype(np.float32)
+        weights = (e / np.maximum(e.sum(1, keepdims=True), 1e-30)).astype(np.float32)
         ntypes = len(self.chain_types)
         ctype = np.minimum((u_chain[..., 1] * ntypes).astype(np.int64), ntypes - 1).reshape(n)
         is_img = ctype == (self.chain_types.index("image") if "image" in self.chain_types else -1)
