@@ -63,6 +63,7 @@ def bench_size(size: int, preset: str, batch: int, repeats: int) -> dict:
         "augmix_cpu": batch / med([c for _, c in rows["augmix"]]),
         "ratio_wall": med(rows["ratio_wall"]),
         "ratio_cpu": med(rows["ratio_cpu"]),
+        "ratio_cpu_range": (min(rows["ratio_cpu"]), max(rows["ratio_cpu"])),
     }
 
 
@@ -98,7 +99,16 @@ def bench_fractals(size: int, n: int, repeats: int) -> dict:
     }
 
 
-def render(args: argparse.Namespace, sizes: list[dict], single: dict, jsd: dict, fractals: list[dict]) -> str:
+def bench_default_set(size: int) -> dict:
+    from robaug.transforms.fractals import MixingSet
+
+    w, c = timed(lambda: MixingSet().prepare(size))
+    return {"size": size, "wall": w, "cpu": c}
+
+
+def render(
+    args: argparse.Namespace, sizes: list[dict], single: dict, jsd: dict, fractals: list[dict], default_set: dict
+) -> str:
     load = os.getloadavg()
     lines = [
         "## IPMix",
@@ -121,8 +131,11 @@ def render(args: argparse.Namespace, sizes: list[dict], single: dict, jsd: dict,
             f"| {r['size']}x{r['size']} | {r['preset']} | {r['ipmix_wall']:.0f} | {r['augmix_wall']:.0f} | "
             f"**{r['ratio_wall']:.1f}x** | {r['ipmix_cpu']:.0f} | {r['augmix_cpu']:.0f} | **{r['ratio_cpu']:.1f}x** |"
         )
+    lines.append("")
+    for r in sizes:
+        lo, hi = r["ratio_cpu_range"]
+        lines.append(f"- {r['size']}x{r['size']}: per-repeat CPU-time ratios ranged from {lo:.1f}x to {hi:.1f}x.")
     lines += [
-        "",
         f"- IPMix called image by image (as in DataLoader workers), {single['size']}x{single['size']}: "
         f"{single['ipmix_wall']:.0f} img/s, {single['ratio_wall']:.2f}x AugMix. Per-call overhead dominates there;",
         "  batch after the DataLoader (on the GPU when there is one) for speed.",
@@ -131,9 +144,13 @@ def render(args: argparse.Namespace, sizes: list[dict], single: dict, jsd: dict,
     ]
     for f in fractals:
         lines.append(
-            f"- Fractal mixing set, `generate_fractals({f['n']}, {f['size']})`: {f['wall']:.0f} fractals/s wall, "
+            f"- Fractal generator, `generate_fractals({f['n']}, {f['size']})`: {f['wall']:.0f} fractals/s wall, "
             f"{f['cpu']:.0f} fractals/s CPU time."
         )
+    lines.append(
+        f"- Default mixing set for {default_set['size']}x{default_set['size']} inputs (1024 fractals rendered at 128 px, "
+        f"upsampled), built on first use: {default_set['wall']:.1f} s wall, {default_set['cpu']:.1f} s CPU."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -168,9 +185,11 @@ def main() -> None:
     print(single, flush=True)
     jsd = bench_jsd(32, args.batch, args.repeats)
     print(jsd, flush=True)
-    fractals = [bench_fractals(32, 1024, 3), bench_fractals(224, 16, 3)]
+    fractals = [bench_fractals(32, 1024, 3), bench_fractals(128, 64, 3), bench_fractals(224, 16, 3)]
     print(fractals, flush=True)
-    text = render(args, sizes, single, jsd, fractals)
+    default_set = bench_default_set(224)
+    print(default_set, flush=True)
+    text = render(args, sizes, single, jsd, fractals, default_set)
     print(text)
     if args.write:
         write_section(text)
