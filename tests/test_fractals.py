@@ -137,3 +137,13 @@ def test_large_inputs_get_fractals_rendered_at_render_size_and_upsampled():
     small = generate_fractals(4, 16, seed=2)
     ref = TF.resize((small * 255).round() / 255, [48, 48], antialias=False)
     torch.testing.assert_close(big, ref, atol=1 / 255 + 1e-6, rtol=0)
+
+
+def test_pickling_keeps_the_uint8_set_and_drops_float_copies():
+    import pickle
+
+    ms = MixingSet(torch.rand(3, 3, 8, 8))
+    a = ms.sample(torch.arange(3), (8, 8), 3)
+    clone = pickle.loads(pickle.dumps(ms))
+    assert all(key[-1] != "float" for key in clone._cache)
+    assert torch.equal(clone.sample(torch.arange(3), (8, 8), 3), a)

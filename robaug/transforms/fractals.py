@@ -519,3 +519,9 @@ class MixingSet:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+    def __getstate__(self) -> dict:
+        # Pickled (e.g. to spawned DataLoader workers) without the float32 copies; they are rebuilt on use.
+        state = self.__dict__.copy()
+        state["_cache"] = {key: v for key, v in self._cache.items() if key[-1] != "float"}
+        return state
