@@ -1,0 +1,15 @@
+"""Test-wide settings: one intra-op thread per test process.
+
+The suite runs as ``pytest -n 2`` on 2 cores; with torch's default of one thread per core in each worker
+(and in the subprocesses the tests start) the OpenMP threads oversubscribe the cores and spin, which
+slows some tests down by 10x. Subprocesses inherit OMP_NUM_THREADS from here.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
