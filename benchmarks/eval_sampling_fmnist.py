@@ -7,13 +7,14 @@
    that judges the samples; B supplies the feature space of the distinguishability measure and guides in the
    classifier-guidance rows (so that A's accuracy is not inflated by guiding with A itself).
 2. Samples ``--per-class`` images per class with the same per-sample seeds under several settings (Heun,
-   ``--steps`` steps): conditional, CFG, classifier guidance (through the denoiser, DiffAug form), the
-   unconditional model (null label) with and without classifier guidance, and contrastive guidance
-   (Contrastive-DP, encoder = A's penultimate features) vs its unguided twin.
+   ``--steps`` steps): conditional, CFG, classifier guidance with B (through the denoiser, DiffAug form), the
+   unconditional model (null label) with and without classifier guidance, and CFG + contrastive guidance
+   (Contrastive-DP, encoder = A's penultimate features) at ``--contrastive-scales`` vs CFG alone.
 3. Reports A's and B's accuracy w.r.t. the conditioning class, and distinguishability: mean pairwise and mean
    nearest-neighbour L2 distance among the samples of a class, in B's penultimate features and in pixels.
-4. Writes a PNG grid of samples per class (docs/img/fmnist_samples.png) and the unguided-vs-contrastive grid
-   (docs/img/fmnist_contrastive.png), and prints a markdown table (also saved to --out/results.md).
+4. Writes PNG grids of samples per class (docs/img/fmnist_samples.png, conditional; fmnist_samples_cfg.png, CFG)
+   and the CFG-vs-contrastive grid (docs/img/fmnist_contrastive.png), and prints a markdown table (also saved to
+   --out/results.md).
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="images per sampling call (10 per class at 100)")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--cfg-scale", type=float, default=2.0)
-    ap.add_argument("--classifier-scale", type=float, default=2.0)
-    ap.add_argument("--contrastive-scale", type=float, default=100.0)
+    ap.add_argument("--classifier-scale", type=float, default=1.0)
+    ap.add_argument("--contrastive-scales", type=lambda v: [float(x) for x in v.split(",")], default=[30.0, 100.0])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="runs/sampling-eval")
@@ -132,17 +133,19 @@ def main() -> None:
     labels = torch.arange(n) % 10
     seeds = list(range(n))
     common = dict(num_steps=args.steps, solver="heun")
+    cfg = f"CFG w = {args.cfg_scale:g}"
     settings = {
         "conditional (w = 1)": GuidedDiffusion(D, **common),
-        f"CFG w = {args.cfg_scale:g}": GuidedDiffusion(D, cfg_scale=args.cfg_scale, **common),
-        f"classifier guidance s = {args.classifier_scale:g} (B, through x0_hat)": GuidedDiffusion(
+        cfg: GuidedDiffusion(D, cfg_scale=args.cfg_scale, **common),
+        f"conditional + classifier guidance s = {args.classifier_scale:g} (B)": GuidedDiffusion(
             D, classifier=clf_b, classifier_scale=args.classifier_scale, **common),
         "unconditional (null label)": GuidedDiffusion(D, cfg_scale=0.0, **common),
         f"unconditional + classifier guidance s = {args.classifier_scale:g} (B)": GuidedDiffusion(
             D, cfg_scale=0.0, classifier=clf_b, classifier_scale=args.classifier_scale, **common),
-        f"conditional + contrastive guidance scale {args.contrastive_scale:g} (encoder A)": ContrastiveGuidedSampler(
-            D, clf_a, contrastive_scale=args.contrastive_scale, **common),
     }
+    for scale in args.contrastive_scales:
+        settings[f"{cfg} + contrastive guidance scale {scale:g} (encoder A)"] = ContrastiveGuidedSampler(
+            D, clf_a, cfg_scale=args.cfg_scale, contrastive_scale=scale, **common)
     if args.only:
         keep = [s.strip() for s in args.only.split(",")]
         settings = {k: v for k, v in settings.items() if any(k.startswith(s) for s in keep)}
@@ -183,23 +186,20 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps({"args": vars(args), "real_acc": acc_real, "results": results}, indent=1))
 
     if not args.no_figures:
-        first = next(iter(images))
-        cfg_name = next((k for k in images if k.startswith("CFG")), first)
         per_row = min(args.per_class, 10)
-        for key, path, title in ((first, "fmnist_samples.png", "conditional Heun"),
-                                 (cfg_name, "fmnist_samples_cfg.png", cfg_name)):
-            imgs = images[key]
-            rows_img = [imgs[labels == c][:per_row] for c in range(10)]
-            save_labeled_grid(rows_img, list(FASHION_MNIST_CLASSES), ROOT / "docs" / "img" / path,
-                              title=f"robaug GuidedDiffusion, fmnist-ddpm, {title}, {args.steps} steps")
-        contr = next((k for k in images if "contrastive" in k), None)
-        if contr is not None and first in images:
+        for key, path in (("conditional (w = 1)", "fmnist_samples.png"), (cfg, "fmnist_samples_cfg.png")):
+            if key in images:
+                rows_img = [images[key][labels == c][:per_row] for c in range(10)]
+                save_labeled_grid(rows_img, list(FASHION_MNIST_CLASSES), ROOT / "docs" / "img" / path,
+                                  title=f"GuidedDiffusion on fmnist-ddpm: {key}, Heun {args.steps} steps")
+        contr = [k for k in images if "contrastive" in k]
+        if contr and cfg in images:
             rows_img, names = [], []
             for c in range(0, 10, 2):
-                rows_img += [images[first][labels == c][:per_row], images[contr][labels == c][:per_row]]
+                rows_img += [images[cfg][labels == c][:per_row], images[contr[-1]][labels == c][:per_row]]
                 names += [f"{FASHION_MNIST_CLASSES[c]}", "  + contrastive"]
             save_labeled_grid(rows_img, names, ROOT / "docs" / "img" / "fmnist_contrastive.png",
-                              title="same seeds: conditional vs + contrastive guidance")
+                              title=f"same seeds: {cfg} vs + contrastive guidance {contr[-1].split('scale ')[-1]}")
     print(f"total {time.time() - t0:.0f}s")
 
 
