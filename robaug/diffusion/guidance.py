@@ -30,8 +30,8 @@ Every sampler in robaug integrates the probability-flow ODE of a denoiser ``D(x,
   Through the denoiser, ``grad_x J = (dD/dx)^T grad_x0 J``; for an exact denoiser ``dD/dx = Cov[x0 | x] / sigma^2``
   and ``sigma^2 dD/dx`` stays bounded, but a learned epsilon-prediction network has ``dD/dx = I - sigma d eps/dx``
   with an error of order ``sigma`` times its Jacobian error, which ``sigma^2`` then multiplies: on the built-in
-  Fashion-MNIST DDPM the ``"score"`` shift of ``x0_hat`` was ~1000 per pixel at ``sigma = 157`` (data range is
-  +-1) and unusable, while ``"constant"`` gives shifts of the same order at every noise level.
+  Fashion-MNIST DDPM the ``"score"`` shift of ``x0_hat`` was ~750 per pixel at ``sigma = 157`` (data range is
+  +-1) and unusable, while ``"constant"`` gives shifts of the same order at every noise level (docs/sampling.md).
 """
 
 from __future__ import annotations
