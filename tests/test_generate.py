@@ -182,6 +182,35 @@ def test_unconditional_generation_with_pseudo_labels(tmp_path):
     assert load_shards(tmp_path / "u0")[1].tolist() == [-1, -1]
 
 
+def test_cli_with_classifier_specs_contrastive_guidance_and_filter(tmp_path):
+    from safetensors.torch import save_file
+
+    from robaug.generate import main_generate
+    from robaug.models import SmallCNN
+
+    torch.manual_seed(0)
+    clf = SmallCNN(3, in_channels=1).eval()  # BatchNorm: 0-d buffers in the state dict
+    weights = tmp_path / "clf.safetensors"
+    save_file({k: v.contiguous() for k, v in clf.state_dict().items()}, weights)
+    spec = f"small_cnn:{weights}"
+    args = ["--model", "_generate_models:make_denoiser", "--num-samples", "6", "--shard-size", "3", "--batch-size", "3",
+            "--steps", "3", "--no-progress", "--classifier", spec, "--classifier-scale", "0.5",
+            "--contrastive-encoder", spec, "--contrastive-scale", "5", "--filter-classifier", spec,
+            "--keep-fraction", "0.5"]
+    assert main_generate([*args, "--out", str(tmp_path / "a")]) == 0
+    m = load_manifest(tmp_path / "a")
+    kinds = [t["type"] for t in m["sampler"]["terms"]]
+    assert m["sampler"]["sampler"] == "ContrastiveGuidedSampler" and kinds == ["ClassifierGuidance", "ContrastiveGuidance"]
+    assert m["filter"]["fingerprint"] and m["selection"]["count"] == 3  # 1 of 2 per class
+    assert len(ShardDataset(tmp_path / "a")) == 3
+    # contrastive samples are coupled within a batch, but a rerun of the same command reproduces them exactly
+    main_generate([*args, "--out", str(tmp_path / "b")])
+    assert shard_hashes(tmp_path / "a") == shard_hashes(tmp_path / "b")
+    with pytest.raises(ValueError, match="ARCH:WEIGHTS"):
+        main_generate([*args[:-6], "--filter-classifier", "small_cnn", "--keep-fraction", "0.5",
+                       "--out", str(tmp_path / "c")])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # real processes
 
