@@ -222,9 +222,9 @@ def test_killed_generation_resumes_to_identical_shards(tmp_path):
                      batch_size=2, seed=7, progress=False, model_name="_generate_models:make_denoiser")
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "robaug.generate", *GEN_ARGS, "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(ROBAUG_TEST_DELAY="0.02"),
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(ROBAUG_TEST_DELAY="0.1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline and not len(list((out / "shards").glob("*.json"))) >= 2:
         time.sleep(0.05)
         assert proc.poll() is None, proc.stdout.read().decode()
