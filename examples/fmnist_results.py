@@ -51,7 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--corruption-images", type=int, default=1000, help="test images per corruption and severity")
     p.add_argument("--de-images", type=int, default=40, help="images per test set for the DiffAug Ensemble")
+    p.add_argument("--de-clean-images", type=int, default=1000, help="clean test images for the DiffAug Ensemble")
     p.add_argument("--de-timesteps", default="0:500:50", help="DE timesteps (paper: 0:500:50)")
+    p.add_argument("--cost-steps", type=int, default=25,
+                   help="steps per recipe of the side-by-side training-throughput measurement (0: skip)")
     p.add_argument("--denoiser", default="fmnist-ddpm")
     p.add_argument("--cache-dir", default=None, help="where the Fashion-MNIST-C set is built (default <out>/cache)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
@@ -70,7 +73,8 @@ def run_args(a, recipe: str, seed: int, out: Path) -> list[str]:
             "--out-dir", str(out / f"{recipe}-seed{seed}"), "--no-progress", "--ckpt-every", "100",
             "--log-every", "50"]
     if recipe == "diffaug":
-        args += ["--eval-de", "--de-images", str(a.de_images), "--de-timesteps", a.de_timesteps]
+        args += ["--eval-de", "--de-images", str(a.de_images), "--de-clean-images", str(a.de_clean_images),
+                 "--de-timesteps", a.de_timesteps]
     if a.train_subset:
         args += ["--train-subset", str(a.train_subset)]
     if a.test_subset:
@@ -95,9 +99,11 @@ def build_corruptions(a, out: Path) -> str:
     return note
 
 
-def run_one(a, recipe: str, seed: int, out: Path) -> dict:
+def run_one(a, recipe: str, seed: int, out: Path) -> tuple[dict, bool]:
+    """Run (or resume, or reuse) one training run; returns its results and whether they existed already."""
     folder = out / f"{recipe}-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
+    existed = (folder / "results.json").is_file()
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     t0 = time.perf_counter()
     with open(folder / "log.txt", "a") as log:
@@ -106,8 +112,33 @@ def run_one(a, recipe: str, seed: int, out: Path) -> dict:
         raise RuntimeError(f"{recipe} seed {seed} failed (exit {proc.returncode}); see {folder / 'log.txt'}")
     res = json.loads((folder / "results.json").read_text())
     print(f"  {recipe:18s} seed {seed}: clean {100 * res['clean_accuracy']:.2f}%  "
-          f"-C {100 * res['corruption_accuracy']:.2f}%  ({time.perf_counter() - t0:.0f}s)", flush=True)
-    return res
+          f"-C {100 * res['corruption_accuracy']:.2f}%  ({time.perf_counter() - t0:.0f}s"
+          f"{', finished earlier' if existed else ''})", flush=True)
+    return res, existed
+
+
+def measure_costs(a) -> str:
+    """Training throughput of every recipe, measured side by side in this process (same thread count)."""
+    import tempfile
+
+    import torch
+
+    from robaug.recipes import TrainConfig, train
+
+    torch.set_num_threads(a.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for recipe in a.recipes:
+            cfg = TrainConfig(recipe=recipe, model=a.model, model_kwargs=json.loads(a.model_kwargs),
+                              batch_size=a.batch_size, steps=a.cost_steps, train_subset=a.batch_size * a.cost_steps,
+                              test_subset=a.batch_size, denoiser=a.denoiser, diffaug_bf16=True, lr=a.lr,
+                              eval_corruptions=False, eval_every_epoch=False, progress=False, ckpt_every=0,
+                              out_dir=str(Path(tmp) / recipe), resume=False)
+            rows.append((recipe, train(cfg)["train_images_per_s"]))
+    base = dict(rows).get("baseline", rows[0][1])
+    lines = [f"| recipe | training images/s ({a.threads} thread) | cost relative to baseline |", "|---|---:|---:|"]
+    lines += [f"| {r} | {ips:.0f} | {base / ips:.1f}x |" for r, ips in rows]
+    return "\n".join(lines)
 
 
 def _ms(values: list[float]) -> str:
@@ -130,8 +161,8 @@ def _family(res: dict) -> dict[str, float]:
 def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
     families = ["noise", "blur", "weather", "digital"]
     head = ("| recipe | loss | clean acc. (%) | Fashion-MNIST-C acc. (%) | "
-            + " | ".join(f"{f} (%)" for f in families) + " | train time / run (s) |")
-    lines = [head, "|" + "---|" * 2 + "---:|" * (3 + len(families))]
+            + " | ".join(f"{f} (%)" for f in families) + " |")
+    lines = [head, "|" + "---|" * 2 + "---:|" * (2 + len(families))]
     summary: dict[str, dict] = {}
     for recipe in a.recipes:
         rs = results.get(recipe, [])
@@ -147,8 +178,7 @@ def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
         }
         summary[recipe] = row
         lines.append(f"| {recipe} | {rs[0]['recipe_loss']} | {_ms(row['clean'])} | {_ms(row['corruption'])} | "
-                     + " | ".join(_ms(row["families"][f]) for f in families)
-                     + f" | {statistics.fmean(row['train_seconds']):.0f} |")
+                     + " | ".join(_ms(row["families"][f]) for f in families) + " |")
     de_runs = [r["diffaug_ensemble"] for r in results.get("diffaug", []) if "diffaug_ensemble" in r]
     de_note = ""
     if de_runs:
@@ -164,11 +194,12 @@ def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
         s = summary["diffaug+DE"]
         lines.append(f"| diffaug + DE | mean softmax over DiffAug_t, t in {{{', '.join(map(str, de['timesteps']))}}} | "
                      f"{_ms(s['clean'])} | {_ms(s['corruption'])} | "
-                     + " | ".join(_ms(s["families"][f]) for f in families) + " | (same models) |")
-        de_note = (f"\nThe DE row is measured on the first {de['images']} images of the clean test set and of every "
-                   f"corrupted set (the ensemble costs {len(de['timesteps']) - 1} denoiser passes per image). The same "
-                   f"diffaug models evaluated plainly on exactly those images: clean {_ms(s['plain_clean'])}, "
-                   f"Fashion-MNIST-C {_ms(s['plain_corruption'])}.\n")
+                     + " | ".join(_ms(s["families"][f]) for f in families) + " |")
+        de_note = (f"\nThe DE row is measured on the first {de.get('clean_images', de['images'])} clean test images and "
+                   f"the first {de['images']} images of every corrupted set (the ensemble costs "
+                   f"{len(de['timesteps']) - 1} denoiser passes per image). The same diffaug models evaluated plainly "
+                   f"on exactly those images: clean {_ms(s['plain_clean'])}, Fashion-MNIST-C "
+                   f"{_ms(s['plain_corruption'])}.\n")
     # per-corruption table (mean over seeds)
     any_run = next(iter(results.values()))[0]
     names = list(any_run["corruption"]["per_corruption_accuracy"])
@@ -204,26 +235,37 @@ def main(argv=None) -> int:
     note = build_corruptions(a, out)
     jobs = [(r, s) for r in COST_ORDER if r in a.recipes for s in a.seeds]
     results: dict[str, list[dict]] = {}
+    reused = 0
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         futures = {pool.submit(run_one, a, r, s, out): (r, s) for r, s in jobs}
         for fut, (r, s) in futures.items():
-            results.setdefault(r, []).append(fut.result())
+            res, existed = fut.result()
+            results.setdefault(r, []).append(res)
+            reused += existed
+    runs_wall = time.perf_counter() - t0
+    costs = measure_costs(a) if a.cost_steps > 0 else ""
     for r in results:
         results[r].sort(key=lambda res: res["config"]["seed"])
     wall = time.perf_counter() - t0
     table, extra = make_tables(a, results)
+    when = (f"in {runs_wall / 60:.1f} minutes of wall time" if not reused else
+            f"(this invocation: {runs_wall / 60:.1f} minutes of wall time; {reused} of the {len(jobs)} runs had been "
+            "finished by an earlier invocation of the same command and were reused, re-evaluated where the "
+            "evaluation settings changed)")
     first = next(iter(results.values()))[0]
     cfg = first["config"]
     cpu_info = f"{os.cpu_count()} CPU cores, {a.jobs} runs in parallel x {a.threads} thread(s)"
     block = (
         f"Measured by\n\n```bash\n{command}\n```\n\n"
-        f"in {wall / 60:.1f} minutes of wall time ({cpu_info}). Every row: `{a.model}` "
+        f"{when} ({cpu_info}). Every row: `{a.model}` "
         f"({a.model_kwargs}), {a.epochs} epoch(s) of the {first['train_images']:,} training images, batch {a.batch_size}, SGD-Nesterov "
         f"lr {a.lr} with {cfg['warmup_steps']} warm-up steps and cosine decay, weight decay {cfg['weight_decay']}, "
         f"random crop (pad 2) + flip, seeds {', '.join(map(str, a.seeds))} (mean ± sample standard deviation). "
         f"Clean accuracy on the {first['num_test_images']:,} test images; corrupted accuracy "
         f"on {note}.\n\n{table}\n"
         f"Accuracy per corruption (%, mean over seeds):\n\n{extra['per_corruption_table']}\n"
+        + (f"\nTraining cost, measured side by side after the runs ({a.cost_steps} steps of each recipe, the same "
+           f"network and batch):\n\n{costs}\n" if costs else "")
     )
     (out / "table.md").write_text(block)
     (out / "summary.json").write_text(json.dumps({"wall_seconds": wall, "command": command, **extra}, indent=2))

@@ -414,6 +414,14 @@ def test_finished_run_is_not_retrained_and_config_mismatch_is_refused(tmp_path):
     assert again["train_seconds"] == res["train_seconds"]
     with pytest.raises(ValueError, match="different configuration"):
         train(TrainConfig(**{**SMALL, "out_dir": str(out), "steps": 3, "lr": 0.2}))
+    # other evaluation settings: the final weights are evaluated again, nothing is retrained
+    weights = (out / "model.safetensors").read_bytes()
+    more = train(TrainConfig(**{**SMALL, "out_dir": str(out), "steps": 3, "eval_corruptions": True,
+                                "corruption_images": 8, "corruptions": ["contrast"], "cache_dir": str(tmp_path / "c")}))
+    assert more["train_seconds"] == res["train_seconds"] and more["clean_accuracy"] == res["clean_accuracy"]
+    assert set(more["corruption"]["per_corruption_accuracy"]) == {"contrast"} and "corruption_accuracy" not in res
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert json.loads((out / "results.json").read_text())["config"]["corruption_images"] == 8
 
 
 def _cli_args(out: Path, steps: int) -> list[str]:

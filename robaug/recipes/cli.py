@@ -87,7 +87,8 @@ _HELP = {
     "corruptions": "comma-separated corruption names (default: all implemented)",
     "eval_de": "also evaluate the DiffAug Ensemble (needs --denoiser)",
     "de_timesteps": "DE timesteps, 'start:stop:step' or a comma list (paper: 0:500:50)",
-    "de_images": "evaluate DE on the first N images of each test set (it costs |S|-1 denoiser passes per image)",
+    "de_images": "evaluate DE on the first N images of each corrupted set (it costs |S|-1 denoiser passes per image)",
+    "de_clean_images": "evaluate DE on the first N clean test images",
     "eval_batch_size": "evaluation batch size",
     "cache_dir": "where generated -C sets are cached (default ~/.cache/robaug/corrupted)",
 }

@@ -150,15 +150,16 @@ def final_evaluation(
     denoiser: nn.Module | None = None,
     de_timesteps: Sequence[int] = tuple(range(0, 500, 50)),
     de_images: int | None = None,
+    de_clean_images: int | None = None,
     de_kwargs: dict[str, Any] | None = None,
     amp: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Clean accuracy, corruption accuracy and (with ``denoiser``) the DiffAug Ensemble's accuracies.
 
-    ``model`` takes float images in [0, 1]. The DE is evaluated on the first ``de_images`` images of the clean
-    and of every corrupted set (all when None), and the plain classifier on the same subset too, so the two
-    compare like for like. ``de_kwargs`` go to :class:`robaug.DiffAugEnsemble` (e.g. ``autocast_dtype``).
+    ``model`` takes float images in [0, 1]. The DE is evaluated on the first ``de_clean_images`` clean test
+    images and the first ``de_images`` images of every corrupted set (all when None), and the plain classifier
+    on the same subsets too, so the two compare like for like. ``de_kwargs`` go to :class:`robaug.DiffAugEnsemble` (e.g. ``autocast_dtype``).
     """
     t0 = time.perf_counter()
     model.eval()
@@ -180,8 +181,10 @@ def final_evaluation(
             out["corruption_accuracy"] = res.mean_corruption_accuracy
     if denoiser is not None:
         n = de_images
-        sub_clean = clean_data(test, info, n=n, batch_size=batch_size, num_workers=num_workers)
-        de: dict[str, Any] = {"timesteps": list(de_timesteps), "images": n}
+        n_clean = de_clean_images if de_clean_images is not None else n
+        sub_clean = clean_data(test, info, n=n_clean, batch_size=batch_size, num_workers=num_workers)
+        de: dict[str, Any] = {"timesteps": list(de_timesteps), "images": n,
+                              "clean_images": min(n_clean, len(test)) if n_clean is not None else len(test)}
         de_kw = dict(denoiser=denoiser, ensemble_timesteps=list(de_timesteps), ensemble_kwargs=de_kwargs or None)
         de["clean_accuracy"] = 1.0 - evaluate_error(model, sub_clean, batch_size=batch_size, device=device, **de_kw)
         de["plain_clean_accuracy"] = 1.0 - evaluate_error(model, sub_clean, batch_size=batch_size, device=device, amp=amp)

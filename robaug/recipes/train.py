@@ -13,7 +13,8 @@ Determinism and resuming: every random draw is a function of ``(seed, step)`` (s
 the same command after the process was killed continues from the last checkpoint and reaches the same final
 weights as an uninterrupted run (bit for bit on the same machine and thread count). ``batch_size`` is the
 global batch: a DDP run with W processes uses ``batch_size / W`` per process and sees the same samples and
-the same base-augmentation draws as a single-process run.
+the same base-augmentation draws as a single-process run. Rerunning a finished run returns its results;
+with other evaluation settings (e.g. ``eval_de``) its final weights are evaluated again, without retraining.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class TrainConfig:
     eval_de: bool = False
     de_timesteps: list[int] = field(default_factory=lambda: list(range(0, 500, 50)))
     de_images: int | None = 200
+    de_clean_images: int | None = 1000
     eval_batch_size: int = 500
     cache_dir: str | None = None
 
@@ -118,7 +120,7 @@ class TrainConfig:
     RESUME_FREE = (
         "device", "num_workers", "out_dir", "resume", "ckpt_every", "log_every", "progress", "eval_every_epoch",
         "eval_corruptions", "corruption_root", "corruption_images", "corruption_seed", "corruptions", "eval_de",
-        "de_timesteps", "de_images", "eval_batch_size", "cache_dir", "data_root", "download",
+        "de_timesteps", "de_images", "de_clean_images", "eval_batch_size", "cache_dir", "data_root", "download",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -336,11 +338,15 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     ckpt_path = out / "checkpoint.pt"
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+    reevaluate: dict[str, Any] | None = None
     if cfg.resume and results_path.is_file():
         done = json.loads(results_path.read_text())
         _check_resume(done["config"], cfg, results_path)
-        _log(f"{results_path} exists: the run is complete", d)
-        return done if d.main else {}
+        if _eval_signature(done["config"]) == _eval_signature(cfg.to_dict()) or not d.main:
+            _log(f"{results_path} exists: the run is complete", d)
+            return done if d.main else {}
+        _log(f"{results_path} exists but the evaluation settings changed: evaluating the final weights again", d)
+        reevaluate = done
 
     # ---- data -----------------------------------------------------------------------------------------
     train_ds, info = load_dataset(cfg.dataset, cfg.data_root, train=True, subset=cfg.train_subset,
@@ -386,6 +392,9 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
         diffaug_kwargs=dict(t_range=cfg.diffaug_t_range, autocast_dtype=torch.bfloat16 if cfg.diffaug_bf16 else None),
         ipmix_kwargs=cfg.ipmix_kwargs,
     ).to(d.device)
+
+    if reevaluate is not None:
+        return _reevaluate(cfg, reevaluate, model, ema, info, test_ds, d, denoiser, amp_dtype, out)
 
     # ---- resume -------------------------------------------------------------------------------------------
     step, history, train_seconds = 0, [], 0.0
@@ -529,6 +538,40 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     return results
 
 
+_EVAL_FIELDS = ("eval_corruptions", "corruption_root", "corruption_images", "corruption_seed", "corruptions")
+_DE_FIELDS = ("de_timesteps", "de_images", "de_clean_images", "denoiser", "diffaug_bf16")
+
+
+def _eval_signature(c: dict[str, Any]) -> str:
+    """The settings the final evaluation depends on (the DE ones only when the DE is evaluated)."""
+    sig = {k: c.get(k) for k in _EVAL_FIELDS}
+    sig["eval_de"] = bool(c.get("eval_de"))
+    if sig["eval_de"]:
+        sig.update({k: c.get(k) for k in _DE_FIELDS})
+    return json.dumps(sig, sort_keys=True)
+
+
+def _reevaluate(cfg: TrainConfig, done: dict[str, Any], model: nn.Module, ema: ModelEMA | None, info: DatasetInfo,
+                test_ds: Any, d: _Dist, denoiser: nn.Module | None, amp_dtype: torch.dtype | None,
+                out: Path) -> dict[str, Any]:
+    """Evaluate the exported final weights of a finished run with the current evaluation settings."""
+    from safetensors.torch import load_file
+
+    final = ema.module if ema is not None else model
+    final.load_state_dict(load_file(str(out / "model.safetensors"), device=str(d.device)))
+    torch.manual_seed(derive_seed(cfg.seed, "eval"))
+    evaluation = _evaluate(cfg, final, info, test_ds, d.device, denoiser, amp_dtype is not None)
+    keep = {k: v for k, v in done.items() if k in _TRAINING_KEYS or k == "raw_model_clean_accuracy"}
+    results = {**keep, "config": cfg.to_dict(), **evaluation}
+    _atomic_write_text(json.dumps(results, indent=2), out / "results.json")
+    _log(_summary_line(results), d)
+    return results
+
+
+_TRAINING_KEYS = ("recipe_loss", "steps", "epochs", "train_images", "train_seconds", "train_images_per_s",
+                  "world_size")
+
+
 def _evaluate(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, test_ds: Any, device: torch.device,
               denoiser: nn.Module | None, amp: bool) -> dict[str, Any]:
     from .evaluate import final_evaluation
@@ -539,6 +582,7 @@ def _evaluate(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, test_ds: An
         corruption_images=cfg.corruption_images, corruption_seed=cfg.corruption_seed,
         corruption_names=cfg.corruptions, cache_dir=cfg.cache_dir,
         denoiser=denoiser if cfg.eval_de else None, de_timesteps=cfg.de_timesteps, de_images=cfg.de_images,
+        de_clean_images=cfg.de_clean_images,
         de_kwargs={"autocast_dtype": torch.bfloat16} if cfg.diffaug_bf16 else None, amp=amp, progress=cfg.progress,
     )
 
