@@ -13,6 +13,7 @@ the median over repeats of each and their ratio (target: DiffAug <= 1.05 x the b
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -25,14 +26,11 @@ from diffusers import UNet2DModel
 from robaug.diffusion import CallableDenoiser, DiffusersDenoiser
 from robaug.transforms.diffaug import DiffAug
 
-UNET_CONFIG = dict(
-    sample_size=28, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(32, 64, 64),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), num_class_embeds=11,
-)
-SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                        prediction_type="epsilon")
-NULL_LABEL = 10
+# the built-in fmnist-ddpm's architecture and schedule, read from its model card
+_CARD = json.loads((Path(__file__).resolve().parents[1] / "robaug" / "weights" / "fmnist-ddpm.json").read_text())
+UNET_CONFIG = dict(_CARD["unet"])
+SCHEDULER_CONFIG = dict(_CARD["scheduler"])
+NULL_LABEL = int(_CARD["null_label"])
 
 
 def load_unet(weights: str | None) -> UNet2DModel:
