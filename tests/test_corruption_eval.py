@@ -300,3 +300,17 @@ def test_real_diffaug_ensemble_plugs_in(tmp_path):
     raw = B.evaluate_corruptions(PixelClassifier(), tmp_path, denoiser=den, ensemble_timesteps=[0])
     assert raw.errors == B.evaluate_corruptions(PixelClassifier(), tmp_path).errors
     assert isinstance(diffaug.DiffAugEnsemble, type)
+
+
+def test_requested_corruptions_missing_from_either_layout_are_named(tmp_path):
+    npy_root, folder_root, empty = tmp_path / "c10c", tmp_path / "inc", tmp_path / "empty"
+    _write_cifar_c(npy_root)
+    assert B.NpyCorruptionBenchmark(npy_root, corruptions=["contrast"]).corruptions == ["contrast"]
+    with pytest.raises(FileNotFoundError, match=r"no snow\.npy, zoom_blur\.npy in"):
+        B.NpyCorruptionBenchmark(npy_root, corruptions=["fog", "snow", "zoom_blur"])
+    (folder_root / "fog" / "1" / "n0").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"no folder snow/ in"):
+        B.ImageFolderCorruptionBenchmark(folder_root, corruptions=["fog", "snow"])
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no <corruption>/<severity>/ folders in"):
+        B.ImageFolderCorruptionBenchmark(empty)

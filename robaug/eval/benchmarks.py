@@ -321,6 +321,23 @@ def _hwc_to_batch(arr: np.ndarray) -> torch.Tensor:
     raise TypeError(f"unsupported image dtype {t.dtype} in the .npy file (expected uint8)")
 
 
+def _select_corruptions(
+    found: Sequence[str], requested: Iterable[str] | None, root: Path, item: str, layout: str
+) -> list[str]:
+    """The corruptions to evaluate: ``requested`` (all must be in ``found``) or every one found, benchmark order first."""
+    if requested is None:
+        order = list(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)
+        chosen = [c for c in order if c in found] + [c for c in found if c not in order]
+    else:
+        chosen = list(requested)
+        missing = [c for c in chosen if c not in found]
+        if missing:
+            raise FileNotFoundError(f"no {', '.join(item.format(m) for m in missing)} in {root}")
+    if not chosen:
+        raise FileNotFoundError(f"no {layout} in {root}")
+    return chosen
+
+
 class CorruptionBenchmark:
     """A set of (corruption, severity) test sets. Subclasses implement :meth:`dataset` and may override
     :meth:`batches` with something faster than a DataLoader."""
@@ -384,16 +401,7 @@ class NpyCorruptionBenchmark(CorruptionBenchmark):
         meta_path = self.root / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         self.severities = [int(s) for s in meta.get("severities", _ALL_SEVERITIES)]
-        if corruptions is None:
-            order = list(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)
-            self.corruptions = [c for c in order if c in found] + [c for c in found if c not in order]
-        else:
-            self.corruptions = list(corruptions)
-            missing = [c for c in self.corruptions if c not in found]
-            if missing:
-                raise FileNotFoundError(f"no {', '.join(m + '.npy' for m in missing)} in {self.root}")
-        if not self.corruptions:
-            raise FileNotFoundError(f"no <corruption>.npy files in {self.root}")
+        self.corruptions = _select_corruptions(found, corruptions, self.root, "{}.npy", "<corruption>.npy files")
         self._labels = np.load(labels_path, mmap_mode="r")
         self._arrays: dict[str, np.ndarray] = {}
 
@@ -493,16 +501,7 @@ class ImageFolderCorruptionBenchmark(CorruptionBenchmark):
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root} is not a directory")
         found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        if corruptions is None:
-            order = list(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)
-            self.corruptions = [c for c in order if c in found] + [c for c in found if c not in order]
-        else:
-            self.corruptions = list(corruptions)
-            missing = [c for c in self.corruptions if c not in found]
-            if missing:
-                raise FileNotFoundError(f"no folder {missing} in {self.root}")
-        if not self.corruptions:
-            raise FileNotFoundError(f"no <corruption>/<severity>/ folders in {self.root}")
+        self.corruptions = _select_corruptions(found, corruptions, self.root, "folder {}/", "<corruption>/<severity>/ folders")
         sevs = sorted(
             {int(p.name) for c in self.corruptions for p in (self.root / c).iterdir() if p.is_dir() and p.name.isdigit()}
         )
