@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import json
 import math
 
 import numpy as np
@@ -30,8 +31,16 @@ def _images(c: int, size: int, n: int = 4, seed: int = 0) -> torch.Tensor:
 
 
 def test_names_and_tables():
-    assert len(C.DEFAULT_CORRUPTIONS) == 14 and "frost" not in C.DEFAULT_CORRUPTIONS
-    assert set(NAMES) == set(C.DEFAULT_CORRUPTIONS) | {"speckle_noise", "gaussian_blur", "saturate"}
+    # all 15 CIFAR-10-C corruptions in make_cifar_c.py's order, then the 4 extra ones
+    reference_order = [
+        "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+        "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    ]
+    assert list(C.DEFAULT_CORRUPTIONS) == list(C.BENCHMARK_CORRUPTIONS) == reference_order
+    assert NAMES == reference_order + ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
+    assert C.CORRUPTION_PARAMS["frost"] == ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
+    assert C.CORRUPTION_PARAMS["spatter"][2] == (0.65, 0.3, 1, 0.69, 0.5, 0)
+    assert C.CORRUPTION_PARAMS["spatter"][4] == (0.65, 0.1, 0.5, 0.68, 0.6, 1)
     for name in NAMES:
         assert len(C.CORRUPTION_PARAMS[name]) == 5
         assert C.CORRUPTION_FAMILIES[name] in {"noise", "blur", "weather", "digital"}
@@ -76,7 +85,9 @@ def test_batch_of_one_and_uint8_and_single_image(name):
 
 # Corruptions whose strength the reference table orders by severity (glass blur, elastic, saturate and snow
 # trade one parameter against another across severities, so their ordering is not monotone by design;
-# pixelate's box resampling aliases differently at each size, e.g. 23 vs 21 pixels at 28x28).
+# pixelate's box resampling aliases differently at each size, e.g. 23 vs 21 pixels at 28x28; frost lowers the
+# image weight while the frost weight stays at 0.4 from severity 3 to 4, which moves a bright frost layer
+# closer to the image; spatter is water at severities 1-3 and mud at 4-5, see the spatter tests).
 MONOTONE = [
     "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur", "defocus_blur",
     "motion_blur", "zoom_blur", "fog", "brightness", "contrast", "jpeg_compression",
@@ -92,7 +103,7 @@ def test_distance_from_clean_rises_with_severity(name, channels, size):
     assert dist[-1] > dist[0]
 
 
-@pytest.mark.parametrize("name", ["glass_blur", "elastic_transform", "snow", "saturate", "pixelate"])
+@pytest.mark.parametrize("name", ["glass_blur", "elastic_transform", "snow", "saturate", "pixelate", "frost", "spatter"])
 def test_non_monotone_corruptions_still_corrupt(name):
     x = _images(3, 32, n=8, seed=3)
     for s in range(1, 6):
@@ -365,8 +376,6 @@ def test_errors():
         C.corrupt(x, "fog", 6)
     with pytest.raises(ValueError, match="unknown corruption"):
         C.corrupt(x, "rain", 1)
-    with pytest.raises(ValueError, match="not implemented"):
-        C.corrupt(x, "frost", 1)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         C.corrupt(x * 3, "fog", 1)
     with pytest.raises(ValueError, match="channels"):
@@ -400,3 +409,406 @@ def test_make_corrupted_dataset_in_memory_and_npy(tmp_path):
     xb, yb = next(disk.batches("gaussian_noise", 5, batch_size=10))
     torch.testing.assert_close(xb, imgs.float() / 255)
     assert yb.tolist() == list(range(10))
+
+
+# ---------------------------------------------------------------------------- frost
+
+FROST_TABLE = ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
+
+
+def _luma(y: torch.Tensor) -> torch.Tensor:
+    return (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_frost_with_a_constant_photo_is_the_formula(severity):
+    x = _images(3, 32, n=3)
+    photo = torch.full((1, 3, 200, 300), 0.5)
+    c0, c1 = FROST_TABLE[severity - 1]
+    out = C.corrupt(x, "frost", severity, seed=0, frost_images=photo)
+    torch.testing.assert_close(out, (c0 * x + c1 * 0.5).clamp(0, 1), atol=1e-6, rtol=0)
+
+
+def test_frost_with_a_photo_the_size_of_the_crop_after_resizing():
+    # A 160x160 photo shrunk by 0.2 (OpenCV INTER_LINEAR: output pixel d samples (d + 0.5) * 5 - 0.5 = 5d + 2,
+    # exactly a pixel centre) is 32x32, so the crop is the whole resized photo: photo[:, 2::5, 2::5].
+    g = torch.Generator().manual_seed(0)
+    photo = torch.randint(0, 256, (3, 160, 160), generator=g, dtype=torch.uint8)
+    crop = photo[:, 2::5, 2::5].float() / 255
+    x = _images(3, 32, n=4)
+    out = C.frost(x, 5, seed=3, frost_images=photo)
+    torch.testing.assert_close(out, (0.75 * x + 0.45 * crop).clamp(0, 1), atol=1e-6, rtol=0)
+    # uint8 input, as make_cifar_c.py: np.uint8(clip(c0 * x + c1 * frost, 0, 255)) up to rounding vs truncation
+    x8 = (x * 255).round().to(torch.uint8)
+    out8 = C.frost(x8, 5, seed=3, frost_images=[photo])
+    ref = (0.75 * x8.float() + 0.45 * photo[:, 2::5, 2::5].float()).clamp(0, 255)
+    assert (out8.float() - ref).abs().max() <= 1
+    # greyscale images: the RGB result converted with ITU-R 601 luma
+    grey = _images(1, 32, n=4)
+    out_g = C.frost(grey, 2, seed=0, frost_images=photo)
+    torch.testing.assert_close(out_g, _luma((grey.expand(-1, 3, -1, -1) + 0.3 * crop).clamp(0, 1)), atol=1e-6, rtol=0)
+
+
+def test_frost_crops_are_random_windows_of_random_photos():
+    # photo 0 encodes its pixel position, photo 1 is constant 1: every crop must be a contiguous window of the
+    # resized photo 0 starting in randint(0, h' - H) (the reference's range), or all ones.
+    h, w = 40, 50  # after resizing by 0.2
+    rows = torch.arange(h).view(h, 1).expand(h, w)
+    cols = torch.arange(w).view(1, w).expand(h, w)
+    small = torch.stack([rows / 255, cols / 255, torch.zeros(h, w)])
+    big = small.repeat_interleave(5, 1).repeat_interleave(5, 2)  # shrinking by 0.2 samples 5d + 2: gives `small`
+    photos = C.FrostImages([big, torch.ones(3, 200, 250)])
+    assert torch.equal(photos.resized(0.2)[0], small)
+    x = torch.zeros(256, 3, 32, 32)
+    layer = photos.sample(256, 32, 32, x, torch.Generator().manual_seed(0))
+    is_const = (layer == 1).flatten(1).all(1)
+    assert 0.35 < is_const.float().mean() < 0.65  # both photos are used
+    tops, lefts = [], []
+    for crop in layer[~is_const]:
+        r = (crop[0] * 255).round().long()
+        c = (crop[1] * 255).round().long()
+        top, left = int(r[0, 0]), int(c[0, 0])
+        assert torch.equal(r, top + torch.arange(32).view(32, 1).expand(32, 32))
+        assert torch.equal(c, left + torch.arange(32).view(1, 32).expand(32, 32))
+        tops.append(top)
+        lefts.append(left)
+    assert 0 <= min(tops) and max(tops) <= h - 32 - 1 and 0 <= min(lefts) and max(lefts) <= w - 32 - 1
+    assert len(set(zip(tops, lefts))) > 30  # per-image positions
+    # deterministic per generator
+    again = photos.sample(256, 32, 32, x, torch.Generator().manual_seed(0))
+    assert torch.equal(again, layer)
+
+
+def test_frost_photos_from_a_folder(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    arrays = [torch.randint(0, 256, (170 + 10 * i, 175, 3), generator=g, dtype=torch.uint8).numpy() for i in range(3)]
+    for i, a in enumerate(arrays):
+        PIL.Image.fromarray(a).save(tmp_path / f"frost{3 - i}.png")  # names in reverse order of creation
+    PIL.Image.fromarray(arrays[0]).convert("RGBA").save(tmp_path / "frost0.png")  # alpha is dropped
+    (tmp_path / "notes.txt").write_text("not an image")
+    photos = C.FrostImages(tmp_path, resize=1.0)
+    assert photos.names == ["frost0.png", "frost1.png", "frost2.png", "frost3.png"]
+    expected = [arrays[0], arrays[2], arrays[1], arrays[0]]
+    for got, a in zip(photos.photos, expected):
+        assert torch.equal((got * 255).round().to(torch.uint8), torch.from_numpy(a).permute(2, 0, 1))
+    # the folder, the files and the tensors give the same corruption
+    x = _images(3, 32, n=6)
+    a = C.corrupt(x, "frost", 4, seed=0, frost_images=C.FrostImages(tmp_path))
+    b = C.corrupt(x, "frost", 4, seed=0, frost_images=sorted(tmp_path.glob("*.png")))
+    c = C.corrupt(x, "frost", 4, seed=0, frost_images=[torch.from_numpy(e).permute(2, 0, 1) for e in expected])
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, c, rtol=0, atol=0)
+    assert not torch.equal(a, C.corrupt(x, "frost", 4, seed=0))  # not the procedural texture
+
+
+def test_frost_resize_factor_follows_the_image_size():
+    photos = C.FrostImages(torch.rand(1, 3, 400, 400))
+    assert photos.factor(28, 28) == photos.factor(32, 32) == pytest.approx(0.2)
+    assert photos.factor(64, 64) == pytest.approx(0.4)
+    assert photos.factor(224, 224) == pytest.approx(1.4)
+    assert C.FrostImages(torch.rand(3, 400, 400), resize=1.0).factor(32, 32) == 1.0
+    # 64x64 images crop a 64x64 window of the photo shrunk by 0.4 (a 160x160 photo -> exactly 64x64)
+    photo = torch.rand(3, 160, 160)
+    ah = C.linear_resize_matrix(160, 0.4)
+    out = C.frost(torch.zeros(2, 3, 64, 64), 1, seed=0, frost_images=photo)
+    torch.testing.assert_close(out, (0.2 * (ah @ photo @ ah.T)).expand(2, -1, -1, -1), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0, 0.3])
+def test_linear_resize_matrix_matches_half_pixel_bilinear(factor):
+    # cv2.resize(INTER_LINEAR, fx) = half-pixel-centre bilinear without anti-aliasing, edges clamped:
+    # torch's bilinear interpolate with align_corners=False and the same scale factor
+    x = torch.rand(1, 1, 20, 30)
+    ah, aw = C.linear_resize_matrix(20, factor), C.linear_resize_matrix(30, factor)
+    ref = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+    assert ah.shape == (round(20 * factor), 20)
+    torch.testing.assert_close(ah @ x[0, 0] @ aw.T, ref[0, 0], atol=1e-5, rtol=0)
+
+
+def test_frost_procedural_texture():
+    x = torch.zeros(64, 3, 32, 32)
+    tex = C._procedural_frost(64, 32, 32, x, torch.Generator().manual_seed(0))
+    assert tex.shape == (64, 3, 32, 32) and tex.min() >= 0 and tex.max() <= 1
+    assert torch.equal(tex, C._procedural_frost(64, 32, 32, x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(tex, C._procedural_frost(64, 32, 32, x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(tex[0], tex[1])
+    # roughly the statistics of the reference's frost crops (grey mean 0.63, crop means spread 0.15,
+    # within-crop std 0.09, mean |horizontal difference| 0.07, bluish)
+    grey = _luma(tex)[:, 0]
+    assert 0.55 < grey.mean() < 0.7
+    assert 0.08 < grey.mean((1, 2)).std() < 0.22
+    assert 0.05 < grey.flatten(1).std(1).mean() < 0.13
+    assert 0.04 < (grey[..., 1:] - grey[..., :-1]).abs().mean() < 0.11
+    assert tex[:, 2].mean() > tex[:, 0].mean() + 0.03
+    # corrupt() without photos uses it: frost of a black image is c1 * texture
+    out = C.frost(torch.zeros(4, 3, 32, 32), 3, generator=torch.Generator().manual_seed(5))
+    ref = 0.4 * C._procedural_frost(4, 32, 32, x, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    # larger images: same construction at the scaled size
+    big = C._procedural_frost(2, 96, 80, x, torch.Generator().manual_seed(0))
+    assert big.shape == (2, 3, 96, 80) and 0.3 < big.mean() < 0.9
+
+
+def test_frost_splat_is_bilinear():
+    pts = torch.tensor([[[1.25, 2.5], [3.0, 0.0], [-0.5, 1.0]]])
+    out = C._splat(pts, torch.tensor([[1.0, 2.0, 1.0]]), 5, 4)[0, 0]
+    ref = torch.zeros(5, 4)
+    ref[1, 2], ref[1, 3], ref[2, 2], ref[2, 3] = 0.375, 0.375, 0.125, 0.125
+    ref[3, 0] = 2.0
+    ref[0, 1] = 0.5  # half of the third point falls outside
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+
+
+def test_frost_photo_errors(tmp_path):
+    x = _images(3, 32, n=2)
+    with pytest.raises(ValueError, match="smaller than the 32x32 images"):
+        C.corrupt(x, "frost", 1, frost_images=torch.rand(1, 3, 100, 100))  # 20x20 after resizing by 0.2
+    with pytest.raises(ValueError, match=r"\(3, h, w\)"):
+        C.FrostImages(torch.rand(2, 2, 200, 200))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        C.FrostImages(torch.rand(3, 200, 200) * 2)
+    with pytest.raises(ValueError, match="dtype"):
+        C.FrostImages(torch.ones(3, 200, 200, dtype=torch.int32))
+    with pytest.raises(ValueError, match="no image files"):
+        C.FrostImages(tmp_path)
+    with pytest.raises(FileNotFoundError, match="neither"):
+        C.FrostImages(tmp_path / "missing")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read"):
+        C.FrostImages(tmp_path)
+    with pytest.raises(TypeError, match="frost_images"):
+        C.FrostImages(3)
+    with pytest.raises(ValueError, match="no photographs"):
+        C.FrostImages([])
+    with pytest.raises(ValueError, match="resize"):
+        C.FrostImages(torch.rand(3, 200, 200), resize=0)
+    # other corruptions ignore frost_images (so one call can loop over all corruptions)
+    torch.testing.assert_close(C.corrupt(x, "fog", 2, seed=0, frost_images="ignored"), C.corrupt(x, "fog", 2, seed=0))
+
+
+def test_frost_in_transform_and_dataset(tmp_path):
+    photo = torch.rand(3, 200, 200)
+    t = C.Corrupt("frost", 3, generator=torch.Generator().manual_seed(0), frost_images=photo)
+    assert isinstance(t.frost_images, C.FrostImages)
+    out, label = t(_images(3, 32, n=1)[0], 4)
+    assert label == 4 and out.shape == (3, 32, 32)
+    x = (_images(1, 28, n=6) * 255).round().to(torch.uint8)
+    y = torch.arange(6)
+    mem = C.make_corrupted_dataset(x, y, ["frost"], severities=(2,), seed=1, batch_size=4, frost_images=photo)
+    proc = C.make_corrupted_dataset(x, y, ["frost"], severities=(2,), seed=1, batch_size=4)
+    assert not torch.equal(mem.images("frost", 2), proc.images("frost", 2))
+    C.make_corrupted_dataset(x, y, ["frost"], severities=(2,), seed=1, out_dir=tmp_path / "a")
+    assert "procedural" in json.loads((tmp_path / "a" / "meta.json").read_text())["frost"]
+    C.make_corrupted_dataset(x, y, ["frost"], severities=(2,), seed=1, out_dir=tmp_path / "b", frost_images=[photo])
+    assert "photographs" in json.loads((tmp_path / "b" / "meta.json").read_text())["frost"]
+
+
+# ---------------------------------------------------------------------------- spatter
+
+# A 16x16 uint8 test image: two "drops" and a horizontal ramp (Sobel 104 < 150: weak edges only reached by
+# hysteresis). The expected values were computed with OpenCV 5.0 (opencv-python-headless, cv2.ipp.setUseIPP(False);
+# OpenCV's IPP build computes the distances slightly differently, by up to 1e-4):
+# cv2.Canny(img, 50, 150), cv2.distanceTransform(255 - edges, cv2.DIST_L2, 5), cv2.equalizeHist(img).
+_CV_IMG = [
+    [0] * 16, [0, 0, 230] + [0] * 13, [0, 230, 230, 230, 0, 0, 0, 0, 180, 178, 176, 0, 0, 0, 0, 0],
+    [230, 230, 230, 230, 230, 0, 187, 185, 183, 181, 179, 177, 175, 0, 0, 0],
+    [0, 230, 230, 230, 0, 0, 190, 188, 186, 184, 182, 180, 178, 0, 0, 0],
+    [0, 0, 230, 0, 0, 195, 193, 191, 189, 187, 185, 183, 181, 179, 0, 0],
+    [0, 0, 0, 0, 0, 198, 196, 194, 192, 190, 188, 186, 184, 182, 0, 0],
+    [0, 0, 0, 0, 0, 201, 199, 197, 195, 193, 191, 189, 187, 185, 0, 0],
+    [0, 0, 0, 0, 0, 0, 202, 200, 198, 196, 194, 192, 190, 0, 0, 0],
+    [0, 0, 0, 0, 0, 0, 205, 203, 201, 199, 197, 195, 193, 0, 0, 0],
+    [0] * 8 + [204, 202, 200] + [0] * 5, [0] * 16,
+] + [[13 * j for j in range(16)]] * 4
+_CV_CANNY = [
+    "0000000000000000", "0111000000000000", "1101110111110000", "1000101000001000", "1101001000000100",
+    "0111010000000100", "0000010000000100", "0000010000000100", "0000010000000100", "0000001000001000",
+    "0000000111110000", "0000000000000000", "0111111111111111", "0100000000000000", "0100000000000000",
+    "0100000000000000",
+]
+_CV_DIST_ROW5 = [65536, 0, 0, 0, 65536, 0, 65536, 91750, 143976, 196608, 183500, 131072, 65536, 0, 65536, 131072]
+_CV_DIST_SUM = 21545174  # sum of distance * 65536
+_CV_EQ_ROW5 = [0, 0, 255, 0, 0, 198, 181, 171, 162, 154, 145, 135, 120, 112, 0, 0]
+_CV_EQ_ROW12 = [0, 8, 15, 23, 30, 38, 46, 53, 61, 69, 76, 84, 91, 99, 131, 198]
+
+
+def test_opencv_ops_match_opencv_values():
+    from robaug.eval import _cv_ops as O
+
+    img = torch.tensor(_CV_IMG, dtype=torch.float32).view(1, 1, 16, 16)
+    edges = O.canny(img, 50, 150)[0, 0]
+    assert ["".join("1" if v else "0" for v in row) for row in edges.tolist()] == _CV_CANNY
+    dist = O.chamfer_distance(edges.view(1, 1, 16, 16), 1000.0)[0, 0].double() * 65536
+    assert dist[5].round().long().tolist() == _CV_DIST_ROW5
+    assert int(dist.sum().round()) == _CV_DIST_SUM
+    eq = O.equalize_hist(img)[0, 0]
+    assert eq[5].long().tolist() == _CV_EQ_ROW5 and eq[12].long().tolist() == _CV_EQ_ROW12
+
+
+def _naive_canny(img: np.ndarray, low: float, high: float) -> np.ndarray:
+    """OpenCV's documented Canny (3x3 Sobel, replicated border, L1 magnitude, NMS in 4 directions with
+    OpenCV's strict / non-strict comparisons, 8-connected hysteresis) with loops and exact tangents."""
+    h, w = img.shape
+    p = np.pad(img.astype(np.int64), 1, mode="edge")
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    mag = np.abs(gx) + np.abs(gy)
+    m = np.pad(mag, 1)  # zero magnitude outside
+
+    def mm(i, j):
+        return m[i + 1, j + 1]
+
+    cand = np.zeros((h, w), bool)
+    strong = np.zeros((h, w), bool)
+    t22, t67 = math.tan(math.radians(22.5)), math.tan(math.radians(67.5))
+    for i in range(h):
+        for j in range(w):
+            v = mag[i, j]
+            if v <= math.floor(low):
+                continue
+            ax, ay = abs(gx[i, j]), abs(gy[i, j])
+            if ay < t22 * ax:
+                keep = v > mm(i, j - 1) and v >= mm(i, j + 1)
+            elif ay > t67 * ax:
+                keep = v > mm(i - 1, j) and v >= mm(i + 1, j)
+            else:
+                s = -1 if gx[i, j] * gy[i, j] < 0 else 1
+                keep = v > mm(i - 1, j - s) and v > mm(i + 1, j + s)
+            cand[i, j] = keep
+            strong[i, j] = keep and v > math.floor(high)
+    edges = strong.copy()
+    stack = list(zip(*np.nonzero(strong)))
+    while stack:
+        i, j = stack.pop()
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                a, b = i + di, j + dj
+                if 0 <= a < h and 0 <= b < w and cand[a, b] and not edges[a, b]:
+                    edges[a, b] = True
+                    stack.append((a, b))
+    return edges
+
+
+def _naive_chamfer(sources: np.ndarray) -> np.ndarray:
+    """Dijkstra over the 5x5 chamfer graph (steps 1, 1.4, 2.1969 in OpenCV's Q16), from all sources."""
+    import heapq
+
+    h, w = sources.shape
+    a, b, c = 1.0, round(1.4 * 65536) / 65536, round(2.1969 * 65536) / 65536
+    steps = [(0, 1, a), (1, 0, a), (0, -1, a), (-1, 0, a), (1, 1, b), (1, -1, b), (-1, 1, b), (-1, -1, b)]
+    steps += [(dy, dx, c) for dy, dx in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))]
+    d = np.full((h, w), np.inf)
+    heap = [(0.0, i, j) for i, j in zip(*np.nonzero(sources))]
+    for _, i, j in heap:
+        d[i, j] = 0.0
+    heapq.heapify(heap)
+    while heap:
+        dist, i, j = heapq.heappop(heap)
+        if dist > d[i, j]:
+            continue
+        for dy, dx, cost in steps:
+            y, x = i + dy, j + dx
+            if 0 <= y < h and 0 <= x < w and dist + cost < d[y, x]:
+                d[y, x] = dist + cost
+                heapq.heappush(heap, (dist + cost, y, x))
+    return d
+
+
+def _liquid_u8(n: int, size: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    liquid = C._gaussian_filter(0.65 + 0.3 * torch.randn(n, 1, size, size, generator=g), 1.0, 4.0, "nearest")
+    return torch.where(liquid < 0.69, 0.0, torch.floor(liquid * 255).remainder(256))
+
+
+def test_canny_and_chamfer_match_naive_references():
+    from robaug.eval import _cv_ops as O
+
+    imgs = torch.cat([_liquid_u8(6, 20, 0), (_images(1, 20, n=2) * 255).round()])
+    edges = O.canny(imgs, 50, 150)
+    assert edges.any()
+    for e, img in zip(edges[:, 0].numpy(), imgs[:, 0].numpy()):
+        np.testing.assert_array_equal(e, _naive_canny(img, 50, 150))
+        d = O.chamfer_distance(torch.from_numpy(e).view(1, 1, 20, 20), 20.0)[0, 0].double().numpy()
+        np.testing.assert_allclose(d, np.minimum(_naive_chamfer(e), 20.0), atol=1e-6)
+    # no source at all: the truncation value everywhere (OpenCV: "infinite", then truncated)
+    none = O.chamfer_distance(torch.zeros(1, 1, 8, 8, dtype=torch.bool), 20.0)
+    assert torch.equal(none, torch.full_like(none, 20.0))
+
+
+def test_equalize_hist_matches_the_opencv_formula():
+    from robaug.eval import _cv_ops as O
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(30, 200, (3, 1, 12, 12), generator=g).float()
+    imgs[2] = 77.0  # constant image: unchanged
+    out = O.equalize_hist(imgs)
+    for img, o in zip(imgs[:2, 0].long().numpy(), out[:2, 0].numpy()):
+        hist = np.bincount(img.ravel(), minlength=256)
+        cdf = np.cumsum(hist)
+        i0 = img.min()
+        lut = np.round((cdf - cdf[i0]) * np.float32(255.0 / (img.size - hist[i0])))
+        np.testing.assert_array_equal(o, lut[img])
+    assert torch.equal(out[2], imgs[2])
+
+
+@pytest.mark.parametrize("severity,seed", [(1, 7), (3, 1)])
+def test_spatter_water_matches_a_reference_pipeline(severity, seed):
+    # make_cifar_c.py's water branch re-run in numpy on the same liquid layer, with the naive Canny / Dijkstra
+    # distance above: liquid_u8 = (liquid * 255).astype(np.uint8) (wraps above 1), dist = blur(min(distance to
+    # edges, 20)) -> uint8 -> equalizeHist -> emboss -> uint8 -> blur, m = liquid_u8 * dist / max * amount,
+    # out = clip(x + m * (175, 238, 238) / 255)
+    from robaug.eval import _cv_ops as O
+
+    mean, std, sigma, thresh, amount, _ = C.CORRUPTION_PARAMS["spatter"][severity - 1]
+    x = _images(3, 24, n=3)
+    out = C.corrupt(x, "spatter", severity, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    liquid = C._gaussian_filter(mean + std * torch.randn(3, 1, 24, 24, generator=g), sigma, 4.0, "nearest")
+    liquid = torch.where(liquid < thresh, torch.zeros_like(liquid), liquid)
+    if severity == 3:
+        assert liquid.max() > 1  # exercises the uint8 wrap-around
+    l8 = (liquid[:, 0].double().numpy() * 255).astype(np.int64) % 256
+
+    def box3(a):
+        p = np.pad(a, 1, mode="reflect")  # OpenCV's default border, reflect-101
+        return sum(p[i: i + a.shape[0], j: j + a.shape[1]] for i in range(3) for j in range(3)) / 9
+
+    ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float64)
+    water = np.array([175, 238, 238]) / 255
+    for k in range(3):
+        edges = _naive_canny(l8[k], 50, 150)
+        dist = np.floor(box3(np.minimum(_naive_chamfer(edges), 20.0)))
+        dist = O.equalize_hist(torch.from_numpy(dist).view(1, 1, 24, 24))[0, 0].double().numpy()
+        p = np.pad(dist, 1, mode="reflect")
+        emb = sum(ker[i, j] * p[i: i + 24, j: j + 24] for i in range(3) for j in range(3))
+        dist = np.round(box3(np.clip(np.round(emb), 0, 255)))
+        m = l8[k] * dist
+        m = m / m.max() * amount
+        ref = np.clip(x[k].double().numpy() + m[None] * water[:, None, None], 0, 1)
+        np.testing.assert_allclose(out[k].double().numpy(), ref, atol=1e-5)
+    assert (out >= x - 1e-6).all()  # water only adds light
+
+
+def test_spatter_mud_is_the_formula():
+    x = _images(3, 32, n=4)
+    out = C.corrupt(x, "spatter", 5, seed=2)  # (0.65, 0.1, 0.5, 0.68, 0.6, mud)
+    g = torch.Generator().manual_seed(2)
+    liquid = C._gaussian_filter(0.65 + 0.1 * torch.randn(4, 1, 32, 32, generator=g), 0.5, 4.0, "nearest")
+    liquid = torch.where(liquid < 0.68, torch.zeros_like(liquid), liquid)
+    m = C._gaussian_filter((liquid > 0.68).float(), 0.6, 4.0, "nearest")
+    m = torch.where(m < 0.8, torch.zeros_like(m), m)
+    brown = torch.tensor([63, 42, 20]).view(1, 3, 1, 1) / 255
+    torch.testing.assert_close(out, (x * (1 - m) + brown * m).clamp(0, 1), atol=1e-6, rtol=0)
+    assert (m > 0).any()
+    # greyscale: the RGB result converted with luma
+    grey = _images(1, 32, n=4)
+    torch.testing.assert_close(C.corrupt(grey, "spatter", 5, seed=2),
+                               _luma((grey * (1 - m) + brown * m).clamp(0, 1)), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_spatter_strength_rises_within_water_and_within_mud(channels, size):
+    x = _images(channels, size, n=16, seed=3)
+    dist = [float((C.corrupt(x, "spatter", s, seed=0) - x).abs().mean()) for s in range(1, 6)]
+    assert dist[0] < dist[1] < dist[2], dist  # water
+    assert dist[3] < dist[4], dist  # mud
