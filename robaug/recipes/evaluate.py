@@ -9,6 +9,7 @@ cached on disk. Those are robaug's re-implemented corruptions: compare methods o
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -84,7 +85,9 @@ def corruption_benchmark(
 
     n = min(int(num_images), len(test))
     names = list(corruptions or DEFAULT_CORRUPTIONS)
-    tag = f"{info.name}-n{n}-seed{seed}-" + ("all" if corruptions is None else "_".join(sorted(names)))
+    # the tag names the exact corruption list, so a cache built before the default list changed is not reused
+    names_id = hashlib.sha1(",".join(names).encode()).hexdigest()[:10]
+    tag = f"{info.name}-n{n}-seed{seed}-{len(names)}c-{names_id}"
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = folder / tag
     note = (f"{info.name}-C re-implemented by robaug.eval.corruptions ({len(names)} corruptions x 5 severities, "

@@ -545,6 +545,10 @@ _DE_FIELDS = ("de_timesteps", "de_images", "de_clean_images", "denoiser", "diffa
 def _eval_signature(c: dict[str, Any]) -> str:
     """The settings the final evaluation depends on (the DE ones only when the DE is evaluated)."""
     sig = {k: c.get(k) for k in _EVAL_FIELDS}
+    if sig["corruptions"] is None and not sig["corruption_root"]:
+        from robaug.eval.corruptions import DEFAULT_CORRUPTIONS
+
+        sig["corruptions"] = list(DEFAULT_CORRUPTIONS)  # a new default list means a new evaluation
     sig["eval_de"] = bool(c.get("eval_de"))
     if sig["eval_de"]:
         sig.update({k: c.get(k) for k in _DE_FIELDS})
