@@ -1,5 +1,7 @@
-"""Robustness evaluation: batched common corruptions (to build "-C" sets) and -C benchmark scoring."""
+"""Robustness evaluation: batched common corruptions (to build "-C" sets), -C benchmark scoring, and adversarial
+evaluation (batched PGD, the reference AutoAttack)."""
 
+from .adversarial import AutoAttackResult, PGDResult, autoattack_accuracy, pgd_accuracy, pgd_attack
 from .benchmarks import (
     ALEXNET_ERRORS,
     CorruptionResults,
@@ -16,4 +18,5 @@ __all__ = [
     "ALEXNET_ERRORS", "CorruptionResults", "evaluate_corruptions", "evaluate_error", "mce",
     "mean_corruption_error", "open_corruption_benchmark", "relative_mce",
     "Corrupt", "available_corruptions", "corrupt", "make_corrupted_dataset",
+    "AutoAttackResult", "PGDResult", "autoattack_accuracy", "pgd_accuracy", "pgd_attack",
 ]
