@@ -626,19 +626,19 @@ def _splat(points: torch.Tensor, weights: torch.Tensor, h: int, w: int) -> torch
     on fixed-point integers, so the result does not depend on the order of the additions (deterministic on
     CUDA too)."""
     b = points.shape[0]
-    py, px = points[..., 0], points[..., 1]
+    # points outside are clamped to just outside the image: their weight lands on a border that is cut off
+    py = points[..., 0].clamp(-1, h)
+    px = points[..., 1].clamp(-1, w)
     y0, x0 = torch.floor(py), torch.floor(px)
     fy, fx = py - y0, px - x0
-    y0, x0 = y0.long(), x0.long()
-    acc = torch.zeros(b * h * w, dtype=torch.int64, device=points.device)
-    base = (torch.arange(b, device=points.device) * (h * w))[:, None]
-    for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-        yy, xx = y0 + dy, x0 + dx
-        valid = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        idx = base + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)
-        q = torch.round(weights * wt * 65536.0).long() * valid
-        acc.scatter_add_(0, idx.reshape(-1), q.reshape(-1))
-    return (acc.float() / 65536.0).view(b, 1, h, w)
+    gy, gx = 1 - fy, 1 - fx
+    hp, wp = h + 3, w + 3  # canvas with a border of 1 before and 2 after
+    base = (torch.arange(b, device=points.device) * (hp * wp))[:, None] + (y0.long() + 1) * wp + (x0.long() + 1)
+    idx = torch.cat([base, base + 1, base + wp, base + wp + 1], 1)
+    q = torch.cat([weights * (gy * gx), weights * (gy * fx), weights * (fy * gx), weights * (fy * fx)], 1)
+    acc = torch.zeros(b * hp * wp, dtype=torch.int64, device=points.device)
+    acc.scatter_add_(0, idx.reshape(-1), torch.round(q * 65536.0).long().reshape(-1))
+    return (acc.float() / 65536.0).view(b, 1, hp, wp)[..., 1: h + 1, 1: w + 1]
 
 
 def _segments(origin: torch.Tensor, angle: torch.Tensor, length: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
