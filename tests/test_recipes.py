@@ -178,6 +178,9 @@ def test_recipe_loss_terms(name):
         expected["ce_diffaug"] = _ce(chunks[1], y)
     if spec.jsd:
         expected["jsd"] = 12.0 * _js(chunks[0], chunks[-2], chunks[-1])
+    if spec.adversarial:  # TRADES: beta * KL(p_clean || p_adv), default beta 5
+        p = chunks[0].softmax(1)
+        expected["trades_kl"] = 5.0 * (p * (chunks[0].log_softmax(1) - chunks[-1].log_softmax(1))).sum(1).mean()
     assert set(terms) == set(expected)
     for k in expected:
         torch.testing.assert_close(terms[k], expected[k], rtol=1e-5, atol=1e-6)
@@ -192,6 +195,7 @@ def test_recipe_view_layout():
     assert RECIPES["diffaug"].view_names == ("clean", "diffaug")
     assert RECIPES["ipmix_jsd"].view_names == ("clean", "ipmix1", "ipmix2")
     assert RECIPES["diffaug_ipmix_jsd"].view_names == ("clean", "diffaug", "ipmix1", "ipmix2")
+    assert RECIPES["trades"].view_names == ("clean", "adversarial")
     assert get_recipe("DiffAug+IPMix-JSD") is RECIPES["diffaug_ipmix_jsd"]
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("cutmix")

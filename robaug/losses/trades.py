@@ -39,6 +39,7 @@ __all__ = [
     "trades_loss",
     "trades_attack",
     "trades_objective",
+    "trades_kl",
     "frozen_bn_stats",
 ]
 
@@ -151,6 +152,13 @@ def trades_attack(
     return x_adv.clamp(0.0, 1.0).detach()
 
 
+def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(logits_clean) || softmax(logits_adv))`` summed over classes, averaged over the batch
+    (differentiable in both arguments)."""
+    return F.kl_div(F.log_softmax(logits_adv.float(), dim=1), F.softmax(logits_clean.float(), dim=1),
+                    reduction="batchmean")
+
+
 def trades_objective(
     logits_clean: torch.Tensor,
     logits_adv: torch.Tensor,
@@ -166,8 +174,7 @@ def trades_objective(
     """
     logits_clean, logits_adv = logits_clean.float(), logits_adv.float()
     ce = F.cross_entropy(logits_clean, targets, label_smoothing=label_smoothing)
-    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
-    robust = beta * kl
+    robust = beta * trades_kl(logits_clean, logits_adv)
     return ce + robust, {"ce": ce.detach(), "trades_kl": robust.detach()}
 
 

@@ -10,6 +10,7 @@ ipmix               CE(f(IPMix(x)))                                             
 ipmix_jsd           CE(f(x)) + 12 JS(x, IPMix_1(x), IPMix_2(x))                 [x | m1 | m2]
 diffaug             CE(f(x)) + CE(f(DiffAug(x)))                                [x | d]
 diffaug_ipmix_jsd   CE(f(x)) + CE(f(DiffAug(x))) + 12 JS(x, IPMix_1, IPMix_2)   [x | d | m1 | m2]
+trades              CE_ls(f(x)) + beta KL(f(x) || f(x_adv))                     [x], then x_adv (two forwards)
 ==================  ==========================================================  ==================================
 
 ``x`` is the image after the standard augmentation (random crop with padding + horizontal flip, or
@@ -56,6 +57,7 @@ class RecipeSpec:
     jsd: bool
     diffaug: bool
     loss: str
+    adversarial: bool = False  #: TRADES: the loop adds the adversarial view x_adv (robaug.losses.trades)
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -66,6 +68,8 @@ class RecipeSpec:
             names.append("diffaug")
         if self.jsd:
             names += [f"{self.mixer}1", f"{self.mixer}2"]
+        if self.adversarial:
+            names.append("adversarial")
         return tuple(names)
 
     @property
@@ -85,6 +89,7 @@ RECIPES: dict[str, RecipeSpec] = {
         RecipeSpec(
             "diffaug_ipmix_jsd", "ipmix", True, True, "CE(f(x)) + CE(f(DiffAug(x))) + 12 JS(x, IPMix1(x), IPMix2(x))"
         ),
+        RecipeSpec("trades", None, False, False, "CE_ls(f(x)) + beta KL(f(x) || f(x_adv))", adversarial=True),
     )
 }
 
@@ -116,11 +121,13 @@ def recipe_loss(
     *,
     jsd_weight: float = 12.0,
     label_smoothing: float = 0.0,
+    trades_beta: float = 5.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of ``spec`` on the logits of the concatenated views ``spec.view_names``.
 
-    Returns ``(loss, terms)`` with ``terms`` holding each summand (``ce``, ``ce_diffaug``, ``jsd``; the JS term
-    already multiplied by ``jsd_weight``) as detached tensors; ``loss`` is their sum.
+    Returns ``(loss, terms)`` with ``terms`` holding each summand (``ce``, ``ce_diffaug``, ``jsd``, ``trades_kl``;
+    the JS term already multiplied by ``jsd_weight``, the TRADES KL by ``trades_beta``) as detached tensors;
+    ``loss`` is their sum.
     """
     b = targets.shape[0]
     if logits.shape[0] != spec.num_views * b:
@@ -136,6 +143,10 @@ def recipe_loss(
     if spec.jsd:
         i = names.index(f"{spec.mixer}1")
         terms["jsd"] = jsd_weight * js_divergence(chunks[0], chunks[i], chunks[i + 1])
+    if spec.adversarial:
+        from robaug.losses.trades import trades_kl
+
+        terms["trades_kl"] = trades_beta * trades_kl(chunks[0], chunks[names.index("adversarial")])
     loss = sum(terms.values())
     return loss, {k: v.detach() for k, v in terms.items()}
 

@@ -37,6 +37,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagenet-resnet50": dict(dataset="imagefolder", model="resnet50", epochs=90, batch_size=256, lr=0.1,
                               weight_decay=1e-4, nesterov=False, num_workers=8, ipmix_kwargs={"preset": "imagenet"}),
     # ViT-B/16: AdamW with warm-up and label smoothing (a plain DeiT-style setting, not the full DeiT-III recipe)
+    # Wang et al. 2023 (DM-Improves-AT) CIFAR-10 l_inf: WRN-28-10-SiLU, TRADES beta 5 (PGD-10, 8/255, step 2/255),
+    # batch 512 (70% generated), SGD-Nesterov lr 0.2, wd 5e-4, label smoothing 0.1, EMA 0.995; the paper trains
+    # 400 epochs (set --epochs/--steps) with --synthetic-data pointing at the generated set (1m.npz or a shard folder)
+    "cifar10-trades-wrn28-10": dict(dataset="cifar10", model="wrn_28_10", model_kwargs={"activation": "silu"},
+                                    recipe="trades", batch_size=512, lr=0.2, weight_decay=5e-4, nesterov=True,
+                                    label_smoothing=0.1, ema_decay=0.995, trades_beta=5.0, trades_eps=8 / 255,
+                                    trades_step_size=2 / 255, trades_steps=10, synthetic_fraction=0.7,
+                                    eval_autoattack=8 / 255, eval_adv_images=10000),
+    # a CPU-sized TRADES run on Fashion-MNIST (docs/adversarial.md): eps 0.1 l_inf, PGD-10 of 0.025
+    "fmnist-trades-cpu": dict(dataset="fashion_mnist", model="small_cnn", model_kwargs={"width": 16}, batch_size=128,
+                              lr=0.1, weight_decay=5e-4, warmup_steps=50, optimizer="sgd", recipe="trades",
+                              label_smoothing=0.1, trades_eps=0.1, trades_step_size=0.025, trades_steps=10,
+                              trades_beta=5.0, eval_pgd=(0.1, 20), eval_adv_images=500),
     "imagenet-vit-b16": dict(dataset="imagefolder", model="vit_b_16", epochs=300, batch_size=1024, optimizer="adamw",
                              lr=1e-3, weight_decay=0.05, warmup_steps=6250, label_smoothing=0.1, num_workers=8,
                              ipmix_kwargs={"preset": "imagenet"}),
@@ -91,7 +104,39 @@ _HELP = {
     "de_clean_images": "evaluate DE on the first N clean test images",
     "eval_batch_size": "evaluation batch size",
     "cache_dir": "where generated -C sets are cached (default ~/.cache/robaug/corrupted)",
+    "trades_eps": "TRADES attack radius (fractions allowed: 8/255)",
+    "trades_step_size": "TRADES attack step (2/255)",
+    "trades_steps": "TRADES attack steps",
+    "trades_beta": "weight of the TRADES KL term (5 in DM-Improves-AT, 6 in TRADES / Contrastive-DP)",
+    "trades_norm": "TRADES threat model: linf or l2",
+    "trades_bn": "BatchNorm during the TRADES attack: batch (train mode, running stats frozen; DM-Improves-AT) or eval "
+                 "(running stats; original TRADES)",
+    "synthetic_data": "generated training data mixed into every batch: a `robaug generate` folder or a DM-Improves-AT .npz",
+    "synthetic_fraction": "share of generated samples in each batch (0.7: 70%% generated + 30%% real)",
+    "eval_pgd": "PGD evaluation at the end: 'eps,steps' (e.g. 8/255,20)",
+    "eval_autoattack": "AutoAttack evaluation at the end at this eps (needs pyautoattack)",
+    "eval_adv_norm": "threat model of the adversarial evaluation: linf or l2",
+    "eval_adv_images": "first N test images for the adversarial evaluation",
+    "eval_autoattack_version": "AutoAttack version: standard or rand",
+    "eval_autoattack_attacks": "comma-separated AutoAttack attacks (custom version), e.g. apgd-ce,apgd-t",
+    "eval_autoattack_iters": "APGD/FAB iterations (default 100 = the standard evaluation)",
 }
+
+
+def parse_fraction(text: str) -> float:
+    """``"0.1"`` or ``"8/255"`` -> float."""
+    if "/" in text:
+        a, b = text.split("/", 1)
+        return float(a) / float(b)
+    return float(text)
+
+
+def parse_pgd(text: str) -> tuple[float, int]:
+    """``"8/255,20"`` -> ``(eps, steps)``."""
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected 'eps,steps' (e.g. 8/255,20), got {text!r}")
+    return parse_fraction(parts[0]), int(parts[1])
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -126,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
             kw["type"] = parse_int_list
         elif f.name == "diffaug_t_range":
             kw["type"] = lambda s: tuple(int(v) for v in s.split(","))
-        elif f.name == "corruptions":
+        elif f.name in ("corruptions", "eval_autoattack_attacks"):
             kw["type"] = lambda s: [c.strip() for c in s.split(",") if c.strip()]
+        elif f.name in ("trades_eps", "trades_step_size", "eval_autoattack"):
+            kw["type"] = parse_fraction
+        elif f.name == "eval_pgd":
+            kw["type"] = parse_pgd
         elif f.name == "recipe":
             kw["choices"] = list(RECIPES)
         else:

@@ -31,7 +31,8 @@ from robaug.eval.benchmarks import (
 
 from .datasets import DatasetInfo, FolderImages, TensorImages
 
-__all__ = ["SubsetBenchmark", "corruption_benchmark", "clean_data", "final_evaluation", "default_cache_dir"]
+__all__ = ["SubsetBenchmark", "corruption_benchmark", "clean_data", "final_evaluation", "default_cache_dir",
+           "adversarial_evaluation"]
 
 
 def default_cache_dir() -> Path:
@@ -202,4 +203,57 @@ def final_evaluation(
             de["plain_corruption_accuracy"] = res_plain.mean_corruption_accuracy
         out["diffaug_ensemble"] = de
     out["eval_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _first_images(test: TensorImages | FolderImages, info: DatasetInfo, n: int, batch_size: int,
+                  num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = clean_data(test, info, n=n, batch_size=batch_size, num_workers=num_workers)
+    if isinstance(data, tuple):
+        return data
+    xs, ys = zip(*list(data))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def adversarial_evaluation(
+    model: nn.Module,
+    info: DatasetInfo,
+    test: TensorImages | FolderImages,
+    *,
+    device: torch.device,
+    images: int = 500,
+    norm: str = "linf",
+    pgd: tuple[float, int] | None = None,
+    pgd_restarts: int = 1,
+    autoattack_eps: float | None = None,
+    autoattack_version: str = "standard",
+    autoattack_attacks: Sequence[str] | None = None,
+    autoattack_iters: int | None = None,
+    batch_size: int = 500,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """PGD and/or AutoAttack robust accuracy on the first ``images`` test images (``model`` takes [0, 1] images).
+
+    ``pgd=(eps, steps)``: PGD with CE loss, random start, step ``2.5 eps / steps``. ``autoattack_eps``: the
+    reference AutoAttack (``pyautoattack``) at that radius, ``autoattack_version`` ``standard`` unless
+    ``custom`` attacks are given.
+    """
+    from robaug.eval.adversarial import autoattack_accuracy, pgd_accuracy
+
+    x, y = _first_images(test, info, images, batch_size, num_workers)
+    out: dict[str, Any] = {"images": int(y.numel())}
+    if pgd is not None:
+        eps, steps = float(pgd[0]), int(pgd[1])
+        g = torch.Generator(device=device)
+        g.manual_seed(seed)
+        res = pgd_accuracy(model, x, y, eps=eps, steps=steps, norm=norm, restarts=pgd_restarts, batch_size=batch_size,
+                           generator=g, device=device)
+        out["pgd"] = res.to_dict()
+    if autoattack_eps is not None:
+        version = "custom" if autoattack_attacks else autoattack_version
+        res = autoattack_accuracy(model, x, y, float(autoattack_eps), norm, version=version,
+                                  attacks=list(autoattack_attacks) if autoattack_attacks else None,
+                                  n_iter=autoattack_iters, batch_size=batch_size, seed=seed, device=device)
+        out["autoattack"] = res.to_dict()
     return out

@@ -27,6 +27,8 @@ from .seeding import derive_seed, make_generator
 __all__ = [
     "epoch_permutation",
     "ShardedBatchSampler",
+    "MixedBatchSampler",
+    "synthetic_count",
     "SampleDataset",
     "tensor_batches",
     "make_loader",
@@ -78,6 +80,83 @@ class ShardedBatchSampler(Sampler[list]):
         lo = self.rank * self.local
         for step in range(self.start, self.stop):
             idx = perm[step * self.global_batch + lo: step * self.global_batch + lo + self.local].tolist()
+            if self.with_seeds:
+                yield [(i, derive_seed(self.seed, "sample", self.epoch, step, lo + k)) for k, i in enumerate(idx)]
+            else:
+                yield idx
+
+
+def synthetic_count(global_batch: int, fraction: float) -> int:
+    """Synthetic samples per global batch: ``round(fraction * global_batch)`` (at least one real sample)."""
+    n = int(round(fraction * global_batch))
+    if not 0 <= n < global_batch:
+        raise ValueError(f"synthetic fraction {fraction} leaves no real sample in a batch of {global_batch}")
+    return n
+
+
+class MixedBatchSampler(Sampler[list]):
+    """Global batches of ``n_real`` real + ``n_syn = round(fraction * B)`` synthetic samples (DM-Improves-AT).
+
+    Indices ``[0, num_real)`` are the real set, ``[num_real, num_real + num_synthetic)`` the generated set (one
+    concatenated dataset). Step ``s`` of epoch ``e`` takes the real samples ``perm_e[s*n_real : (s+1)*n_real]``
+    (an epoch is one pass over the real data) and ``n_syn`` synthetic indices drawn uniformly with replacement
+    (as the reference's sampler does), then shuffles the ``B`` indices; everything is seeded by
+    ``(seed, e, s)``, so a resumed run draws the same batches. Process ``r`` of ``W`` takes the slice
+    ``[r B/W, (r+1) B/W)`` of the shuffled global batch (the same samples as one process, as
+    :class:`ShardedBatchSampler`). Elements as in :class:`ShardedBatchSampler`.
+    """
+
+    def __init__(
+        self,
+        num_real: int,
+        num_synthetic: int,
+        global_batch: int,
+        fraction: float,
+        *,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+        stop: int | None = None,
+        with_seeds: bool = True,
+    ) -> None:
+        if global_batch % world_size:
+            raise ValueError(f"the global batch size {global_batch} must be divisible by the {world_size} processes")
+        if num_synthetic < 1:
+            raise ValueError("the synthetic dataset is empty")
+        self.num_real, self.num_synthetic = int(num_real), int(num_synthetic)
+        self.global_batch, self.seed, self.epoch = int(global_batch), seed, epoch
+        self.n_syn = synthetic_count(global_batch, fraction)
+        self.n_real = global_batch - self.n_syn
+        self.rank, self.world_size = rank, world_size
+        self.local = global_batch // world_size
+        self.steps_per_epoch = self.num_real // self.n_real
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the real dataset has {num_real} samples, fewer than the {self.n_real} real samples "
+                             "of one batch")
+        self.start = start
+        self.stop = self.steps_per_epoch if stop is None else min(stop, self.steps_per_epoch)
+        self.with_seeds = with_seeds
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def global_batch_indices(self, step: int, perm: torch.Tensor | None = None) -> torch.Tensor:
+        """The shuffled global batch of ``step`` (indices into the concatenated real + synthetic set)."""
+        if perm is None:
+            perm = epoch_permutation(self.num_real, self.seed, self.epoch)
+        g = make_generator("cpu", self.seed, "synthetic", self.epoch, step)
+        real = perm[step * self.n_real:(step + 1) * self.n_real]
+        syn = self.num_real + torch.randint(self.num_synthetic, (self.n_syn,), generator=g)
+        both = torch.cat([real, syn])
+        return both[torch.randperm(self.global_batch, generator=g)]
+
+    def __iter__(self) -> Iterator[list]:
+        perm = epoch_permutation(self.num_real, self.seed, self.epoch)
+        lo = self.rank * self.local
+        for step in range(self.start, self.stop):
+            idx = self.global_batch_indices(step, perm)[lo:lo + self.local].tolist()
             if self.with_seeds:
                 yield [(i, derive_seed(self.seed, "sample", self.epoch, step, lo + k)) for k, i in enumerate(idx)]
             else:

@@ -14,7 +14,7 @@ __all__ = ["derive_seed", "PURPOSE", "make_generator"]
 _MASK64 = (1 << 64) - 1
 
 #: small integer tags that keep the streams of different purposes apart
-PURPOSE = {"order": 1, "base": 2, "sample": 3, "device": 4, "global": 5, "eval": 6, "init": 7}
+PURPOSE = {"order": 1, "base": 2, "sample": 3, "device": 4, "global": 5, "eval": 6, "init": 7, "synthetic": 8}
 
 
 def _splitmix64(x: int) -> int:

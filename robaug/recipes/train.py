@@ -35,10 +35,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from robaug.losses.trades import trades_attack
+
 from .augment import DeviceAugment, SampleAugment, get_recipe, recipe_loss
 from .datasets import DatasetInfo, TensorImages, load_dataset
-from .loader import ShardedBatchSampler, make_loader, stack_views, tensor_batches
-from .seeding import derive_seed
+from .loader import MixedBatchSampler, ShardedBatchSampler, make_loader, stack_views, synthetic_count, tensor_batches
+from .seeding import derive_seed, make_generator
 
 __all__ = ["TrainConfig", "train", "ModelEMA", "lr_at", "build_model"]
 
@@ -66,6 +68,16 @@ class TrainConfig:
     denoiser: str = "fmnist-ddpm"
     diffaug_t_range: tuple[int, int] = (0, 1000)
     diffaug_bf16: bool = False  #: run the denoiser (DiffAug view, DE evaluation) under bfloat16 autocast
+    # TRADES (recipe "trades"; DM-Improves-AT's CIFAR-10 l_inf defaults)
+    trades_eps: float = 8 / 255
+    trades_step_size: float = 2 / 255
+    trades_steps: int = 10
+    trades_beta: float = 5.0
+    trades_norm: str = "linf"  #: "linf" or "l2"
+    trades_bn: str = "batch"  #: BN during the attack: "batch" (train mode, stats frozen) or "eval"
+    # synthetic data mixed into every batch (DM-Improves-AT); any recipe
+    synthetic_data: str | None = None  #: `robaug generate` folder or DM-Improves-AT .npz
+    synthetic_fraction: float = 0.7  #: share of generated samples in each batch
     # optimisation
     epochs: int = 1
     steps: int | None = None  #: total optimiser steps (overrides epochs)
@@ -103,6 +115,13 @@ class TrainConfig:
     de_clean_images: int | None = 1000
     eval_batch_size: int = 500
     cache_dir: str | None = None
+    eval_pgd: tuple[float, int] | None = None  #: (eps, steps): PGD robust accuracy at the end
+    eval_autoattack: float | None = None  #: eps: AutoAttack robust accuracy at the end (pyautoattack)
+    eval_adv_norm: str = "linf"
+    eval_adv_images: int = 500  #: first N test images for the adversarial evaluation
+    eval_autoattack_version: str = "standard"
+    eval_autoattack_attacks: list[str] | None = None  #: custom AutoAttack attacks (e.g. apgd-ce, apgd-t)
+    eval_autoattack_iters: int | None = None  #: APGD/FAB iterations (default 100: the standard evaluation)
 
     def __post_init__(self) -> None:
         get_recipe(self.recipe)
@@ -115,17 +134,33 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         self.diffaug_t_range = tuple(int(t) for t in self.diffaug_t_range)  # type: ignore[assignment]
+        if self.trades_norm not in ("linf", "l2") or self.eval_adv_norm not in ("linf", "l2"):
+            raise ValueError(f"trades_norm / eval_adv_norm must be 'linf' or 'l2', got {self.trades_norm!r}, "
+                             f"{self.eval_adv_norm!r}")
+        if self.trades_bn not in ("batch", "eval"):
+            raise ValueError(f"trades_bn must be 'batch' or 'eval', got {self.trades_bn!r}")
+        if self.trades_eps < 0 or self.trades_step_size < 0 or self.trades_steps < 0:
+            raise ValueError("trades_eps, trades_step_size and trades_steps must be >= 0")
+        if not 0.0 <= self.synthetic_fraction < 1.0:
+            raise ValueError(f"synthetic_fraction must lie in [0, 1), got {self.synthetic_fraction}")
+        if self.eval_pgd is not None:
+            if len(self.eval_pgd) != 2:
+                raise ValueError(f"eval_pgd must be (eps, steps), got {self.eval_pgd!r}")
+            self.eval_pgd = (float(self.eval_pgd[0]), int(self.eval_pgd[1]))  # type: ignore[assignment]
 
     #: fields that may differ between the interrupted run and its resumption
     RESUME_FREE = (
         "device", "num_workers", "out_dir", "resume", "ckpt_every", "log_every", "progress", "eval_every_epoch",
         "eval_corruptions", "corruption_root", "corruption_images", "corruption_seed", "corruptions", "eval_de",
         "de_timesteps", "de_images", "de_clean_images", "eval_batch_size", "cache_dir", "data_root", "download",
+        "eval_pgd", "eval_autoattack", "eval_adv_norm", "eval_adv_images", "eval_autoattack_version",
+        "eval_autoattack_attacks", "eval_autoattack_iters",
     )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["diffaug_t_range"] = list(self.diffaug_t_range)
+        d["eval_pgd"] = list(self.eval_pgd) if self.eval_pgd is not None else None
         return d
 
     @classmethod
@@ -242,7 +277,7 @@ def _atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-_CSV_FIELDS = ["step", "epoch", "lr", "loss", "ce", "ce_diffaug", "jsd", "train_acc", "test_acc",
+_CSV_FIELDS = ["step", "epoch", "lr", "loss", "ce", "ce_diffaug", "jsd", "trades_kl", "train_acc", "test_acc",
                "img_per_s", "elapsed_s"]
 
 
@@ -267,7 +302,9 @@ def _append_metrics(out: Path, rec: dict[str, Any]) -> None:
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     now = cfg.to_dict()
-    diff = [k for k in now if k not in TrainConfig.RESUME_FREE and json.dumps(saved.get(k)) != json.dumps(now[k])]
+    default = TrainConfig().to_dict()  # fields added since the run was written count with their defaults
+    diff = [k for k in now if k not in TrainConfig.RESUME_FREE
+            and json.dumps(saved.get(k, default[k])) != json.dumps(now[k])]
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
         raise ValueError(
@@ -353,6 +390,20 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
                                   download=cfg.download, img_size=cfg.img_size)
     test_ds, _ = load_dataset(cfg.dataset, cfg.data_root, train=False, subset=cfg.test_subset,
                               download=cfg.download, img_size=cfg.img_size)
+    num_real = len(train_ds)
+    num_synthetic = 0
+    if cfg.synthetic_data is not None:
+        if not isinstance(train_ds, TensorImages):
+            raise ValueError("synthetic_data: mixing generated images is implemented for in-memory datasets "
+                             "(Fashion-MNIST, CIFAR), not for ImageFolder trees")
+        from .datasets import load_synthetic
+
+        syn = load_synthetic(cfg.synthetic_data, info)
+        num_synthetic = len(syn)
+        train_ds = TensorImages(torch.cat([train_ds.images, syn.images]), torch.cat([train_ds.labels, syn.labels]))
+        del syn
+        _log(f"synthetic data: {num_synthetic} images from {cfg.synthetic_data}, "
+             f"{synthetic_count(cfg.batch_size, cfg.synthetic_fraction)} of every {cfg.batch_size} per batch", d)
     in_memory = isinstance(train_ds, TensorImages)
     mixer_in_workers = spec.mixer == "augmix" or (spec.mixer == "ipmix" and cfg.ipmix_on == "workers")
     base_on_device = in_memory and not mixer_in_workers
@@ -363,9 +414,13 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     if in_memory and not use_loader and d.device.type == "cuda":
         # CIFAR-size uint8 sets fit on the GPU: batches are then gathered there, no host-device copies
         train_ds = TensorImages(train_ds.images.to(d.device), train_ds.labels.to(d.device))  # type: ignore[union-attr]
-    steps_per_epoch = len(train_ds) // cfg.batch_size
+    if num_synthetic:
+        # an epoch is one pass over the real data at its share of every batch
+        steps_per_epoch = num_real // (cfg.batch_size - synthetic_count(cfg.batch_size, cfg.synthetic_fraction))
+    else:
+        steps_per_epoch = len(train_ds) // cfg.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_ds)} samples)")
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({num_real} real samples)")
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     if cfg.batch_size % d.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} (global) must be divisible by the {d.world_size} processes")
@@ -438,8 +493,14 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     while step < total_steps:
         epoch, first = divmod(step, steps_per_epoch)
         stop = min(steps_per_epoch, first + (total_steps - step))
-        sampler = ShardedBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=d.rank,
-                                      world_size=d.world_size, start=first, stop=stop, with_seeds=use_loader)
+        sampler: ShardedBatchSampler | MixedBatchSampler
+        if num_synthetic:
+            sampler = MixedBatchSampler(num_real, num_synthetic, cfg.batch_size, cfg.synthetic_fraction, seed=cfg.seed,
+                                        epoch=epoch, rank=d.rank, world_size=d.world_size, start=first, stop=stop,
+                                        with_seeds=use_loader)
+        else:
+            sampler = ShardedBatchSampler(len(train_ds), cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=d.rank,
+                                          world_size=d.world_size, start=first, stop=stop, with_seeds=use_loader)
         if use_loader:
             batches = make_loader(train_ds, sampler, sample_tf, num_workers=cfg.num_workers,
                                   pin_memory=d.device.type == "cuda")
@@ -462,9 +523,18 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = net(x)
+                if spec.adversarial:
+                    # TRADES: attack the bare module (BN statistics frozen), then clean and adversarial forwards
+                    # through the (DDP) model, each batch normalised with its own statistics as in the reference
+                    g_adv = make_generator(d.device, derive_seed(cfg.seed, step, d.rank), "device", 3)
+                    x_adv = trades_attack(model, x, eps=cfg.trades_eps, step_size=cfg.trades_step_size,
+                                          steps=cfg.trades_steps, norm=cfg.trades_norm, generator=g_adv,
+                                          bn_mode=cfg.trades_bn)
+                    logits = torch.cat([net(x), net(x_adv)])
+                else:
+                    logits = net(x)
             loss, terms = recipe_loss(logits, labels, spec, jsd_weight=cfg.jsd_weight,
-                                      label_smoothing=cfg.label_smoothing)
+                                      label_smoothing=cfg.label_smoothing, trades_beta=cfg.trades_beta)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
@@ -527,7 +597,8 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
         "recipe_loss": spec.loss,
         "steps": total_steps,
         "epochs": total_steps / steps_per_epoch,
-        "train_images": len(train_ds),
+        "train_images": num_real,
+        "synthetic_images": num_synthetic,
         "train_seconds": train_seconds,
         "train_images_per_s": total_steps * cfg.batch_size / max(1e-9, train_seconds),
         "world_size": d.world_size,
@@ -540,6 +611,8 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
 
 _EVAL_FIELDS = ("eval_corruptions", "corruption_root", "corruption_images", "corruption_seed", "corruptions")
 _DE_FIELDS = ("de_timesteps", "de_images", "de_clean_images", "denoiser", "diffaug_bf16")
+_ADV_FIELDS = ("eval_pgd", "eval_autoattack", "eval_adv_norm", "eval_adv_images", "eval_autoattack_version",
+               "eval_autoattack_attacks", "eval_autoattack_iters")
 
 
 def _eval_signature(c: dict[str, Any]) -> str:
@@ -552,6 +625,8 @@ def _eval_signature(c: dict[str, Any]) -> str:
     sig["eval_de"] = bool(c.get("eval_de"))
     if sig["eval_de"]:
         sig.update({k: c.get(k) for k in _DE_FIELDS})
+    if c.get("eval_pgd") is not None or c.get("eval_autoattack") is not None:
+        sig.update({k: c.get(k) for k in _ADV_FIELDS})
     return json.dumps(sig, sort_keys=True)
 
 
@@ -572,15 +647,15 @@ def _reevaluate(cfg: TrainConfig, done: dict[str, Any], model: nn.Module, ema: M
     return results
 
 
-_TRAINING_KEYS = ("recipe_loss", "steps", "epochs", "train_images", "train_seconds", "train_images_per_s",
-                  "world_size")
+_TRAINING_KEYS = ("recipe_loss", "steps", "epochs", "train_images", "synthetic_images", "train_seconds",
+                  "train_images_per_s", "world_size")
 
 
 def _evaluate(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, test_ds: Any, device: torch.device,
               denoiser: nn.Module | None, amp: bool) -> dict[str, Any]:
-    from .evaluate import final_evaluation
+    from .evaluate import adversarial_evaluation, final_evaluation
 
-    return final_evaluation(
+    out = final_evaluation(
         model, info, test_ds, device=device, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
         corruptions=cfg.eval_corruptions, corruption_root=cfg.corruption_root,
         corruption_images=cfg.corruption_images, corruption_seed=cfg.corruption_seed,
@@ -589,12 +664,27 @@ def _evaluate(cfg: TrainConfig, model: nn.Module, info: DatasetInfo, test_ds: An
         de_clean_images=cfg.de_clean_images,
         de_kwargs={"autocast_dtype": torch.bfloat16} if cfg.diffaug_bf16 else None, amp=amp, progress=cfg.progress,
     )
+    if cfg.eval_pgd is not None or cfg.eval_autoattack is not None:
+        t0 = time.perf_counter()
+        out["adversarial"] = adversarial_evaluation(
+            model, info, test_ds, device=device, images=cfg.eval_adv_images, norm=cfg.eval_adv_norm,
+            pgd=cfg.eval_pgd, autoattack_eps=cfg.eval_autoattack, autoattack_version=cfg.eval_autoattack_version,
+            autoattack_attacks=cfg.eval_autoattack_attacks, autoattack_iters=cfg.eval_autoattack_iters,
+            batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers, seed=derive_seed(cfg.seed, "eval", 1),
+        )
+        out["eval_seconds"] = out.get("eval_seconds", 0.0) + time.perf_counter() - t0
+    return out
 
 
 def _summary_line(r: dict[str, Any]) -> str:
     parts = [f"clean acc {100 * r['clean_accuracy']:.2f}%"]
     if "corruption_accuracy" in r:
         parts.append(f"corruption acc {100 * r['corruption_accuracy']:.2f}%")
+    adv = r.get("adversarial") or {}
+    if "pgd" in adv:
+        parts.append(f"{adv['pgd']['attack']} acc {100 * adv['pgd']['robust_accuracy']:.2f}%")
+    if "autoattack" in adv:
+        parts.append(f"AutoAttack acc {100 * adv['autoattack']['robust_accuracy']:.2f}%")
     de = r.get("diffaug_ensemble")
     if de and "corruption_accuracy" in de:
         parts.append(f"DE: clean {100 * de['clean_accuracy']:.2f}% / corruption {100 * de['corruption_accuracy']:.2f}%"
