@@ -103,7 +103,9 @@ def test_distance_from_clean_rises_with_severity(name, channels, size):
     assert dist[-1] > dist[0]
 
 
-@pytest.mark.parametrize("name", ["glass_blur", "elastic_transform", "snow", "saturate", "pixelate", "frost", "spatter"])
+@pytest.mark.parametrize(
+    "name", ["glass_blur", "elastic_transform", "snow", "saturate", "pixelate", "frost", "spatter"]
+)
 def test_non_monotone_corruptions_still_corrupt(name):
     x = _images(3, 32, n=8, seed=3)
     for s in range(1, 6):

@@ -55,8 +55,11 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     lo, hi = math.floor(low), math.floor(high)
     p = _replicate3(img.double())
     # Sobel (correlation): gx = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], gy its transpose
-    gx = (p[..., :-2, 2:] - p[..., :-2, :-2]) + 2 * (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) + (p[..., 2:, 2:] - p[..., 2:, :-2])
-    gy = (p[..., 2:, :-2] - p[..., :-2, :-2]) + 2 * (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) + (p[..., 2:, 2:] - p[..., :-2, 2:])
+    r0, r1, r2 = p[..., :-2, :], p[..., 1:-1, :], p[..., 2:, :]  # rows above, at, below
+    c0, c1, c2 = p[..., :, :-2], p[..., :, 1:-1], p[..., :, 2:]  # columns left, at, right
+    gx = (r0[..., 2:] - r0[..., :-2]) + 2 * (r1[..., 2:] - r1[..., :-2]) + (r2[..., 2:] - r2[..., :-2])
+    gy = (c0[..., 2:, :] - c0[..., :-2, :]) + 2 * (c1[..., 2:, :] - c1[..., :-2, :])
+    gy = gy + (c2[..., 2:, :] - c2[..., :-2, :])
     gx, gy = gx.long(), gy.long()
     m = gx.abs() + gy.abs()
     ax = gx.abs()

@@ -488,8 +488,11 @@ def _load_frost_photos(source: Any) -> list[tuple[torch.Tensor, bool, str]]:
         out: list[tuple[torch.Tensor, bool, str]] = []
         for i, item in enumerate(source):
             if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim != 3:
-                raise ValueError(f"frost_images: list item {i} must be one image (3, h, w), got shape {tuple(item.shape)}")
-            if not isinstance(item, (str, Path, PIL.Image.Image, torch.Tensor, np.ndarray)) and not hasattr(item, "__fspath__"):
+                raise ValueError(
+                    f"frost_images: list item {i} must be one image (3, h, w), got shape {tuple(item.shape)}"
+                )
+            known = isinstance(item, (str, Path, PIL.Image.Image, torch.Tensor, np.ndarray))
+            if not known and not hasattr(item, "__fspath__"):
                 raise TypeError(f"frost_images: list item {i} has unsupported type {type(item).__name__}")
             if isinstance(item, (str, Path)) and Path(item).is_dir():
                 raise ValueError(f"frost_images: list item {i} ({item}) is a folder; pass the folder itself instead")
@@ -529,7 +532,8 @@ class FrostImages:
         self._quantized = [q for _, q, _ in photos]
         self.names: list[str] = [n for _, _, n in photos]
         self.resize = None if resize is None else float(resize)
-        self._stacks: dict[tuple[float, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]] = {}
+        # (factor, device) -> (padded stack (K, 3, Hm, Wm), heights (K,), widths (K,), sizes)
+        self._stacks: dict[tuple[float, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]] = {}
 
     def __len__(self) -> int:
         return len(self.photos)
@@ -641,7 +645,9 @@ def _splat(points: torch.Tensor, weights: torch.Tensor, h: int, w: int) -> torch
     return (acc.float() / 65536.0).view(b, 1, hp, wp)[..., 1: h + 1, 1: w + 1]
 
 
-def _segments(origin: torch.Tensor, angle: torch.Tensor, length: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _segments(
+    origin: torch.Tensor, angle: torch.Tensor, length: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points along straight segments: ``origin (..., 2)``, ``angle (...)``, ``length (...)`` -> points
     ``(..., n, 2)`` and the length each point stands for ``(..., n)``."""
     t = torch.linspace(0, 1, n, device=origin.device)
@@ -681,7 +687,8 @@ def _procedural_frost(b: int, h: int, w: int, like: torch.Tensor, generator: tor
     b_theta = theta[..., None, None] + side * torch.deg2rad(uni((b, nf, 2, nb), *p["branch_angle"]))
     b_len = uni((b, nf, 2, nb), *p["branch"]) * s * (1 - 0.6 * pos)
     stem_dir = torch.stack([torch.sin(theta), torch.cos(theta)], -1)
-    b_origin = origin[:, :, None, None, :] + (pos * stem_len[..., None, None])[..., None] * stem_dir[:, :, None, None, :]
+    along = (pos * stem_len[..., None, None])[..., None]
+    b_origin = origin[:, :, None, None, :] + along * stem_dir[:, :, None, None, :]
     n_branch = int(math.ceil(p["branch"][1] * s / 0.5)) + 1
     br_pts, br_step = _segments(b_origin, b_theta, b_len, n_branch)
     br_w = 0.8 * uni((b, nf, 1, 1, 1), 0.6, 1.0) * br_step
@@ -1016,7 +1023,11 @@ def _check_name(name: str) -> str:
 
 
 def _apply(
-    x: torch.Tensor, name: str, severity: int, generator: torch.Generator | None, frost_images: FrostImages | None = None
+    x: torch.Tensor,
+    name: str,
+    severity: int,
+    generator: torch.Generator | None,
+    frost_images: FrostImages | None = None,
 ) -> torch.Tensor:
     _check_name(name)
     _param(name, severity)
