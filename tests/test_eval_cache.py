@@ -7,7 +7,7 @@ import torch
 import robaug.eval.corruptions as corruptions_mod
 from robaug.recipes.datasets import DatasetInfo, TensorImages
 from robaug.recipes.evaluate import corruption_benchmark
-from robaug.recipes.train import TrainConfig, _eval_signature
+from robaug.recipes.train import TrainConfig, _eval_signature, train
 
 INFO = DatasetInfo("tiny", 2, 1, 8, (0.5,), (0.5,))
 
@@ -32,13 +32,20 @@ def test_cache_is_keyed_by_the_corruption_list(tmp_path, monkeypatch):
     assert explicit.root == first.root  # the same list, however it was asked for
 
 
-def test_eval_signature_changes_with_the_default_corruption_list(monkeypatch):
-    cfg = TrainConfig(eval_corruptions=True).to_dict()
+def test_finished_run_is_evaluated_again_when_the_default_list_grows(tmp_path, monkeypatch):
+    cfg = dict(train_subset=256, test_subset=64, batch_size=32, model="small_cnn", model_kwargs={"width": 4},
+               steps=2, eval_corruptions=True, corruption_images=8, cache_dir=str(tmp_path / "c"), progress=False,
+               log_every=1, ckpt_every=0, out_dir=str(tmp_path / "run"))
     monkeypatch.setattr(corruptions_mod, "DEFAULT_CORRUPTIONS", ("contrast",))
-    before = _eval_signature(cfg)
-    monkeypatch.setattr(corruptions_mod, "DEFAULT_CORRUPTIONS", ("contrast", "frost"))
-    assert _eval_signature(cfg) != before
-    on_files = {**cfg, "corruption_root": "/data/CIFAR-10-C"}  # published files: the list is whatever is on disk
-    with_frost = _eval_signature(on_files)
-    monkeypatch.setattr(corruptions_mod, "DEFAULT_CORRUPTIONS", ("contrast",))
-    assert _eval_signature(on_files) == with_frost
+    first = train(TrainConfig(**cfg))
+    assert list(first["corruption"]["per_corruption_accuracy"]) == ["contrast"]
+    same = train(TrainConfig(**cfg))  # nothing changed: the stored results come back
+    assert same["eval_seconds"] == first["eval_seconds"]
+    monkeypatch.setattr(corruptions_mod, "DEFAULT_CORRUPTIONS", ("brightness", "contrast"))
+    grown = train(TrainConfig(**cfg))
+    assert set(grown["corruption"]["per_corruption_accuracy"]) == {"brightness", "contrast"}
+    assert grown["train_seconds"] == first["train_seconds"]  # evaluated again, not retrained
+    assert grown["clean_accuracy"] == first["clean_accuracy"]
+    published = {**TrainConfig(**cfg).to_dict(), "corruption_root": "/data/CIFAR-10-C"}
+    # on published files the list is whatever is on disk, not the default one
+    assert _eval_signature(published, ["fog"]) == _eval_signature(published)

@@ -379,7 +379,7 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     if cfg.resume and results_path.is_file():
         done = json.loads(results_path.read_text())
         _check_resume(done["config"], cfg, results_path)
-        if _eval_signature(done["config"]) == _eval_signature(cfg.to_dict()) or not d.main:
+        if _eval_signature(done["config"], _evaluated_corruptions(done)) == _eval_signature(cfg.to_dict()) or not d.main:
             _log(f"{results_path} exists: the run is complete", d)
             return done if d.main else {}
         _log(f"{results_path} exists but the evaluation settings changed: evaluating the final weights again", d)
@@ -615,18 +615,27 @@ _ADV_FIELDS = ("eval_pgd", "eval_autoattack", "eval_adv_norm", "eval_adv_images"
                "eval_autoattack_attacks", "eval_autoattack_iters")
 
 
-def _eval_signature(c: dict[str, Any]) -> str:
-    """The settings the final evaluation depends on (the DE ones only when the DE is evaluated)."""
+def _evaluated_corruptions(results: dict[str, Any]) -> list[str] | None:
+    """The corruptions a finished run was actually evaluated on (``None`` when it has no corruption results)."""
+    per = (results.get("corruption") or {}).get("per_corruption_accuracy")
+    return list(per) if per else None
+
+
+def _eval_signature(c: dict[str, Any], evaluated: Sequence[str] | None = None) -> str:
+    """The settings the final evaluation depends on (the DE ones only when the DE is evaluated).
+
+    With the built-in -C set and no explicit list, the corruption list is the default one: ``evaluated`` (read
+    from a finished run's results) or, for a new evaluation, :data:`~robaug.eval.corruptions.DEFAULT_CORRUPTIONS`,
+    so a run evaluated before the default list grew is evaluated again.
+    """
     sig = {k: c.get(k) for k in _EVAL_FIELDS}
-    if sig["corruptions"] is None and not sig["corruption_root"]:
+    if sig["eval_corruptions"] and sig["corruptions"] is None and not sig["corruption_root"]:
         from robaug.eval.corruptions import DEFAULT_CORRUPTIONS
 
-        sig["corruptions"] = list(DEFAULT_CORRUPTIONS)  # a new default list means a new evaluation
+        sig["corruptions"] = sorted(evaluated if evaluated is not None else DEFAULT_CORRUPTIONS)
     sig["eval_de"] = bool(c.get("eval_de"))
     if sig["eval_de"]:
         sig.update({k: c.get(k) for k in _DE_FIELDS})
-    if c.get("eval_pgd") is not None or c.get("eval_autoattack") is not None:
-        sig.update({k: c.get(k) for k in _ADV_FIELDS})
     return json.dumps(sig, sort_keys=True)
 
 
