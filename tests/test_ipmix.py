@@ -161,13 +161,13 @@ def test_dataloader_workers_give_different_augmentations():
 
 def test_jsd_triple_for_a_single_image_and_a_batch(monkeypatch):
     calls = []
-    original = MixingSet.sample
+    original = IPMix._pictures
 
-    def spy(self, index, size, channels):
-        calls.append(index.clone())
-        return original(self, index, size, channels)
+    def spy(self, u):
+        calls.append(original(self, u))
+        return calls[-1]
 
-    monkeypatch.setattr(MixingSet, "sample", spy)
+    monkeypatch.setattr(IPMix, "_pictures", spy)
     img = _batch(1)[0]
     clean, v1, v2_ = make(num_views=2, generator=_gen(0))(img)
     assert clean is img and v1.shape == v2_.shape == img.shape

@@ -205,9 +205,10 @@ class IPMix(Transform):
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
             return inpt
         x, restore = to_float_batch(inpt, name="IPMix input", validate=self.validate)
-        # uint8 results are clamped when converted back, so skip the extra pass there
+        # uint8 results are clamped when converted back, so skip the extra pass there; and for uint8 / PIL input
+        # ``x`` is a float copy nobody else holds, so the result can overwrite it (no second batch-sized buffer)
         to_uint8 = isinstance(inpt, PIL.Image.Image) or inpt.dtype == torch.uint8
-        views = self.augment(x, clamp=not to_uint8)  # (V, B, C, H, W)
+        views = self._augment(x, clamp=not to_uint8, inplace=to_uint8)  # (V, B, C, H, W)
         if self.num_views == 1:
             return restore(views[0])
         outs = [restore(v) for v in views]
@@ -238,8 +239,13 @@ class IPMix(Transform):
         The result is a convex combination of values in [0, 1]; ``clamp=False`` skips the final clamp that
         removes rounding errors of order 1e-7 (for callers that clamp anyway).
         """
+        return self._augment(x, clamp, inplace=False)
+
+    def _augment(self, x: torch.Tensor, clamp: bool, inplace: bool) -> torch.Tensor:
+        """:meth:`augment`; with ``inplace`` (and one view) the result is written into ``x`` itself."""
         if x.ndim != 4 or x.shape[0] == 0:
             raise ValueError(f"augment() expects a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        x = x.contiguous()  # windows are read through flat offsets
         b, c, h, w = x.shape
         device = x.device
         rng = _Rng(device, self.generator)
@@ -252,11 +258,10 @@ class IPMix(Transform):
         sizes = [b, nv * (3 * k + 1), n * depth * _U_COLUMNS]
         u_pic, u_chain, u = np.split(rng.rand(sum(sizes)).cpu().numpy(), np.cumsum(sizes)[:-1])
 
-        # One mixing picture per image, shared by its views.
-        num_pics = len(self.mixing_set)
-        pic = np.minimum((u_pic * num_pics).astype(np.int64), num_pics - 1)
-        pics = self.mixing_set.sample(_to_device(pic, device), (h, w), c)
-        xv = x.repeat(views, 1, 1, 1) if views > 1 else x
+        # One mixing picture per image, shared by its views. Only the windows patch steps mix with are read
+        # (from the uint8 set), so no float copy of the pictures is made.
+        pic = self._pictures(u_pic)
+        mix = self.mixing_set.images((h, w), c, device)
 
         # Per chain: weight w ~ Dirichlet(1, ..., 1), level (image / patch), length U{0..depth}; per image m ~ U(0, 1).
         u_chain, m = u_chain[: nv * 3 * k].reshape(nv, k, 3), u_chain[nv * 3 * k :]
@@ -267,11 +272,8 @@ class IPMix(Transform):
         is_img = ctype == (self.chain_types.index("image") if "image" in self.chain_types else -1)
         steps = np.minimum((u_chain[..., 2] * (depth + 1)).astype(np.int64), depth).reshape(n)
         # Chains that take no step are x itself: fold their weight into x's coefficient.
-        coef_x = (1 - m) + m * (weights * (steps.reshape(nv, k) == 0)).sum(1)
-        out = xv * _to_device(coef_x.astype(np.float32), device).view(nv, 1, 1, 1)
-        active_h = np.flatnonzero(steps > 0)
-        if active_h.size == 0:
-            return (out.clamp_(0, 1) if clamp else out).view(views, b, c, h, w)
+        coef_x = ((1 - m) + m * (weights * (steps.reshape(nv, k) == 0)).sum(1)).astype(np.float32)
+        chain_w = (m.reshape(nv, 1) * weights).reshape(n).astype(np.float32)
 
         # Per chain and step: every discrete choice and parameter.
         u = u.reshape(n, depth, _U_COLUMNS)
@@ -285,43 +287,125 @@ class IPMix(Transform):
         # (n, 5, depth): op group, partner's op group, mixing op, partner is augmented, patch-size index
         groups = np.stack([op2group[op], op2group[partner_op], mix_op, partner_aug, params[..., -1].astype(np.int64)], 1)
 
-        # The active chains' images, one row each. Every active chain takes step 0, which reads x itself, so
-        # rows need no initial copy of x; they are numbered in the order step 0 processes the chains, so that
-        # step 0 writes contiguous ranges of rows.
-        first_img = self._order(np.flatnonzero(is_img & (steps > 0)), groups[:, :, 0], True)
-        first_patch = self._order(np.flatnonzero(~is_img & (steps > 0)), groups[:, :, 0], False)
-        order = np.concatenate([first_img, first_patch])
-        slot = np.full(n, -1, dtype=np.int64)
-        slot[order] = np.arange(order.size)
-        state = torch.empty((order.size, c, h, w), dtype=x.dtype, device=device)
+        # Images are processed in chunks of `per_chunk` images (all their chains), so that every temporary stays
+        # small: on CPU, large fresh allocations cost more in page faults than the arithmetic done on them.
+        inplace = inplace and views == 1
+        out = x if inplace else torch.empty((nv, c, h, w), dtype=x.dtype, device=device)
+        per_chunk = _images_per_chunk(b, k, c * h * w * x.element_size(), device)
+        ws = _Workspace(x.dtype, device)  # the chunks' large buffers, reused from chunk to chunk
+        for v in range(views):
+            for i0 in range(0, b, per_chunk):
+                i1 = min(b, i0 + per_chunk)
+                s0, s1 = v * b + i0, v * b + i1  # view-images; their chains are s0 * k ... s1 * k - 1
+                chunk = slice(s0 * k, s1 * k)
+                self._augment_chunk(
+                    x[i0:i1], out[s0:s1], mix, pic[i0:i1], coef_x[s0:s1], chain_w[chunk], steps[chunk],
+                    is_img[chunk], groups[chunk], params[chunk], rng, ws, clamp, inplace,
+                )  # fmt: skip
+        return out.view(views, b, c, h, w)
 
-        for d in range(depth):
-            running = steps > d
-            img_chains = np.flatnonzero(running & is_img)
-            if img_chains.size:
-                chains, counts = _sort_by(img_chains, groups[img_chains, 0, d], len(_GROUPS))
-                rows = _to_device(np.stack([slot[chains], chains // k]), device)
-                prm = _to_device(params[chains, d, :_OP_COLUMNS], device)
-                if d == 0:  # reads x (row = image index), writes rows 0, 1, ...
-                    self._image_ops(xv, rows[1], state, rows[0], prm, counts, dst_start=0)
-                else:
-                    self._image_ops(state, rows[0], state, rows[0], prm, counts)
-            patch_chains = np.flatnonzero(running & ~is_img)
-            if patch_chains.size:
-                first = first_img.size if d == 0 else None  # step 0 writes rows first_img.size, ...
-                self._patch_step(state, xv, pics, patch_chains, slot, groups[:, :, d], params[:, d], rng, b, k, first)
+    def _pictures(self, u: np.ndarray) -> np.ndarray:
+        """Mixing-picture indices from uniforms ``u`` (one per image), uniform over the mixing set."""
+        num_pics = len(self.mixing_set)
+        return np.minimum((u * num_pics).astype(np.int64), num_pics - 1)
 
-        chain_w = (m.reshape(nv, 1) * weights).reshape(n)[order].astype(np.float32)
-        state.mul_(_to_device(chain_w, device).view(-1, 1, 1, 1))
-        out.index_add_(0, _to_device(order // k, device), state)
-        return (out.clamp_(0, 1) if clamp else out).view(views, b, c, h, w)
+    def _augment_chunk(
+        self, x: torch.Tensor, dst: torch.Tensor, mix: torch.Tensor, pic: np.ndarray, coef_x: np.ndarray,
+        chain_w: np.ndarray, steps: np.ndarray, is_img: np.ndarray, groups: np.ndarray, params: np.ndarray,
+        rng: _Rng, ws: "_Workspace", clamp: bool, inplace: bool,
+    ) -> None:  # fmt: skip
+        """``dst = (1 - m) x + m sum_i w_i chain_i(x)`` for a chunk of images ``x`` (chain ``j`` of the chunk
+        belongs to image ``j // width``); ``dst`` may be ``x`` itself (``inplace``).
 
-    def _order(self, chains: np.ndarray, groups: np.ndarray, image: bool) -> np.ndarray:
-        """``chains`` in the order a step processes them: by op group (image) or by patch size, mixing op."""
-        if image:
-            return _sort_by(chains, groups[chains, 0], len(_GROUPS))[0]
-        nmix = len(MIXING_OPS)
-        return _sort_by(chains, groups[chains, 4] * nmix + groups[chains, 2], len(self.patch_sizes) * nmix)[0]
+        Each chain's weighted result is added to the output as soon as it is known: an image-level chain's at
+        its last step, a patch-level chain's as the change each step makes inside its patch window (its other
+        pixels are x, whose weight is folded into ``coef_x``), so no pass over all chain images is left at the end.
+        """
+        device = x.device
+        active = steps > 0
+        img = np.flatnonzero(is_img & active)
+        patch = np.flatnonzero(~is_img & active)
+        coef_x = coef_x + np.bincount(patch // self.width, chain_w[patch], coef_x.size).astype(np.float32)
+        coef = _to_device(coef_x.astype(np.float32), device).view(-1, 1, 1, 1)
+        out = torch.mul(x, coef, out=ws.get("out", x.shape) if inplace else dst)
+        # Patch steps draw their masks from the RNG, image steps draw nothing, so the two kinds of chains can
+        # run one after the other.
+        if img.size:
+            self._image_chains(x, out, img, steps, groups[:, 0], params, chain_w, ws)
+        if patch.size:
+            self._patch_chains(x, out, mix, pic, patch, steps, groups, params, chain_w, rng, ws)
+        if clamp:
+            out.clamp_(0, 1)
+        if inplace:
+            dst.copy_(out)
+
+    def _image_chains(
+        self, x: torch.Tensor, out: torch.Tensor, chains: np.ndarray, steps: np.ndarray, op_group: np.ndarray,
+        params: np.ndarray, chain_w: np.ndarray, ws: "_Workspace",
+    ) -> None:  # fmt: skip
+        """Image-level chains: ``out[j // width] += w_j chain_j(x)``; ``op_group`` ``(n, depth)``.
+
+        At step ``d`` the running chains are sorted by op group, and within a group the chains that continue come
+        first. Each step writes the continuing chains' images in the order the next step sorts them, so a step
+        reads every op group's images as one contiguous slice (only step 0 gathers, from ``x``).
+        """
+        device = x.device
+        _, c, h, w = x.shape
+        k = self.width
+        ngroups = len(_GROUPS)
+        orders = []
+        for d in range(self.depth):
+            run = chains[steps[chains] > d]
+            if not run.size:
+                break
+            orders.append(_sort_by(run, op_group[run, d] * 2 + (steps[run] == d + 1), 2 * ngroups))
+        cur = None
+        for d, (order, counts2) in enumerate(orders):
+            following = orders[d + 1][0] if d + 1 < len(orders) else order[:0]
+            position = np.zeros(steps.size, dtype=np.int64)
+            position[following] = np.arange(following.size)
+            rows = _to_device(np.stack([order // k, position[order]]), device)  # image, row at the next step
+            owner, dest = rows[0], rows[1]
+            prm = _to_device(params[order, d, :_OP_COLUMNS], device)
+            wgt = _to_device(chain_w[order], device).view(-1, 1, 1, 1)
+            nxt = ws.get(f"image{d % 2}", (following.size, c, h, w)) if following.size else None
+            start = 0
+            for gi, group in enumerate(_GROUPS):
+                n_cont, n_end = counts2[2 * gi], counts2[2 * gi + 1]
+                if not n_cont + n_end:
+                    continue
+                mid, stop = start + n_cont, start + n_cont + n_end
+                src = x.index_select(0, owner[start:stop]) if d == 0 else cur[start:stop]
+                y = self._image_op(group, src, prm[start:stop])
+                if n_cont:
+                    nxt.index_copy_(0, dest[start:mid], y[:n_cont])
+                if n_end:
+                    out.index_add_(0, owner[mid:stop], y[n_cont:].mul_(wgt[mid:stop]))
+                start = stop
+            cur = nxt
+
+    def _patch_chains(
+        self, x: torch.Tensor, out: torch.Tensor, mix: torch.Tensor, pic: np.ndarray, chains: np.ndarray,
+        steps: np.ndarray, groups: np.ndarray, params: np.ndarray, chain_w: np.ndarray, rng: _Rng,
+        ws: "_Workspace",
+    ) -> None:  # fmt: skip
+        """Patch-level chains: ``out[j // width] += w_j (chain_j(x) - x)``, one patch step after another.
+
+        Chains with more than one step keep their current image in a row of ``state`` (a copy of ``x`` to start
+        with); a chain's first step reads ``x`` itself.
+        """
+        _, c, h, w = x.shape
+        multi = chains[steps[chains] > 1]
+        slot = np.full(steps.size, -1, dtype=np.int64)
+        slot[multi] = np.arange(multi.size)
+        state = torch.index_select(
+            x, 0, _to_device(multi // self.width, x.device), out=ws.get("patch", (multi.size, c, h, w))
+        )
+        for d in range(self.depth):
+            run = chains[steps[chains] > d]
+            if not run.size:
+                break
+            self._patch_step(state, x, out, mix, pic, run, slot, steps, groups[:, :, d], params[:, d], chain_w, rng, d)
 
     # -- parameters (host, numpy float32) -----------------------------------------------------------------
 
@@ -393,11 +477,13 @@ class IPMix(Transform):
 
     def _image_ops(
         self, src: torch.Tensor, src_rows: torch.Tensor, dst: torch.Tensor, dst_rows: torch.Tensor,
-        prm: torch.Tensor, counts: list[int], dst_start: int | None = None,
+        prm: torch.Tensor, counts: list[int], dst_start: int | None = None, window: tuple | None = None,
     ) -> None:  # fmt: skip
         """``dst[dst_rows[i]] = op_i(src[src_rows[i]])`` with rows sorted by op group (``counts`` per group).
 
         With ``dst_start`` the destination rows are known to be ``dst_start, dst_start + 1, ...`` (written as slices).
+        With ``window=(top, left, height, width)`` (``top``/``left`` one entry per row) only that window of each
+        result is computed and written (``dst`` has windows for rows): the same values as cropping the full result.
         """
         start = 0
         for group, count in zip(_GROUPS, counts):
@@ -406,64 +492,80 @@ class IPMix(Transform):
             stop = start + count
             rows = src_rows[start:stop]
             p = prm[start:stop]
-            x = src.index_select(0, rows)
-            if group == "affine":
-                y = O.warp(x, p[:, 4:10])
-            elif group == "shift":
-                y = O.warp(x, p[:, 4:10], mode="nearest")
-            elif group == "solarize":
-                y = O.solarize(x, p[:, 1])
-            elif group == "equalize":
-                y = O.equalize(x)
-            elif group == "posterize":
-                y = O.posterize(x, p[:, 0])
-            elif group == "mirror":
-                y = O.hflip(x)
-            elif group == "autocontrast":
-                y = O.autocontrast(x, p[:, 2])
+            if window is not None and group in _WINDOWED:
+                top, left, wh, ww = window
+                top, left = top[start:stop], left[start:stop]
+                if group in ("affine", "shift"):  # sample the window's pixels only
+                    mode = "bilinear" if group == "affine" else "nearest"
+                    y = O.warp(src.index_select(0, rows), p[:, 4:10], mode=mode, window=(top, left, wh, ww))
+                elif group == "mirror":  # the window of the flip is the flip of the mirrored window
+                    y = O.hflip(_windows(src, rows, top, src.shape[-1] - ww - left, wh, ww))
+                else:  # point-wise ops
+                    y = self._image_op(group, _windows(src, rows, top, left, wh, ww), p)
             else:
-                y = _ENHANCE[group](x, p[:, 3])
+                y = self._image_op(group, src.index_select(0, rows), p)
+                if window is not None:  # ops that need the whole image: crop the result
+                    top, left, wh, ww = window
+                    y = _windows(y, None, top[start:stop], left[start:stop], wh, ww)
             if dst_start is None:
                 dst.index_copy_(0, dst_rows[start:stop], y)
             else:
                 dst[dst_start + start : dst_start + stop].copy_(y)
             start = stop
 
+    @staticmethod
+    def _image_op(group: str, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """One op group on a batch with its rows' parameter columns ``p``."""
+        if group == "affine":
+            return O.warp(x, p[:, 4:10])
+        if group == "shift":
+            return O.warp(x, p[:, 4:10], mode="nearest")
+        if group == "solarize":
+            return O.solarize(x, p[:, 1])
+        if group == "equalize":
+            return O.equalize(x)
+        if group == "posterize":
+            return O.posterize(x, p[:, 0])
+        if group == "mirror":
+            return O.hflip(x)
+        if group == "autocontrast":
+            return O.autocontrast(x, p[:, 2])
+        return _ENHANCE[group](x, p[:, 3])
+
     # -- patch / pixel level ------------------------------------------------------------------------------
 
     def _patch_step(
-        self, state: torch.Tensor, xv: torch.Tensor, pics: torch.Tensor, chains_h: np.ndarray, slot: np.ndarray,
-        groups: np.ndarray, params: np.ndarray, rng: _Rng, batch: int, k: int, first: int | None,
+        self, state: torch.Tensor, x: torch.Tensor, out: torch.Tensor, mix: torch.Tensor, pic: np.ndarray,
+        chains_h: np.ndarray, slot: np.ndarray, steps: np.ndarray, groups: np.ndarray, params: np.ndarray,
+        chain_w: np.ndarray, rng: _Rng, d: int,
     ) -> None:  # fmt: skip
-        """One patch-mixing step for ``chains_h``; ``groups`` ``(n, 5)`` and ``params`` are this step's.
+        """Step ``d`` of the patch chains ``chains_h``; ``groups`` ``(n, 5)`` and ``params`` are this step's.
 
-        Chains are grouped by patch size, then by mixing op. For patches smaller than the image only the
-        ``s x s`` window that holds the patch is gathered, mixed and written back. At the first step (``first``
-        not None) the chains' current image is ``x`` and their rows are ``first, first + 1, ...``, not filled yet.
+        ``x`` holds the images (chain ``j``'s is row ``j // width``), ``mix`` the uint8 mixing set and ``pic`` the
+        mixing picture of each image. Chains are grouped by patch size, then by mixing op. For patches smaller
+        than the image only the ``s x s`` window that holds the patch is gathered, mixed and written back, and
+        only that window of the partner is made (read from the mixing picture, or computed by the partner's
+        image op). The change the step makes, times the chain's weight, is added to ``out``.
         """
         device = state.device
-        _, c, h, w = state.shape
+        _, c, h, w = x.shape
         hs, ws = self._patch_pixels(h, w)
         nmix = len(MIXING_OPS)
         chains, counts = _sort_by(chains_h, groups[chains_h, 4] * nmix + groups[chains_h, 2], len(hs) * nmix)
         prm_h = params[chains]
-        owner_h = chains // k
+        owner_h = chains // self.width
         corner_h = (prm_h[:, 2 * _OP_COLUMNS] * w + prm_h[:, 2 * _OP_COLUMNS + 1]).astype(np.int64)  # top * w + left
-        # rows of: state, x (owner), the partner picture, and the flat offsets of the windows' corners
-        idx = _to_device(np.stack([slot[chains], owner_h, owner_h % batch, corner_h]), device)
-        rows, owner, rows2, corner = idx[0], idx[1], idx[2], idx[3]
+        # the current image is x at step 0, else the chain's state row; it is kept if the chain goes on
+        read_h = owner_h if d == 0 else slot[chains]
+        keep_h = steps[chains] > d + 1
+        # rows of: the current image, x (owner), the mixing picture; flat offsets of the windows' corners
+        idx = _to_device(np.stack([read_h, owner_h, pic[owner_h], corner_h]), device)
+        rows, owner, pic_rows, corner = idx[0], idx[1], idx[2], idx[3]
         prm = _to_device(prm_h, device)
-
-        # Partner pictures: the mixing picture, or (partner_aug_prob) an image-level-augmented copy of x.
-        src2 = pics
-        if self.partner_aug_prob > 0:
-            aug_h = groups[chains, 3].astype(bool)
-            if aug_h.any():
-                src2, rows2 = pics.index_select(0, rows2), torch.arange(chains.size, device=device)
-                pos_h, pcounts = _sort_by(np.flatnonzero(aug_h), groups[chains[aug_h], 1], len(_GROUPS))
-                pos = _to_device(pos_h, device)
-                partner_prm = _to_device(prm_h[pos_h, _OP_COLUMNS : 2 * _OP_COLUMNS], device)
-                self._image_ops(xv, owner.index_select(0, pos), src2, pos, partner_prm, pcounts)
+        wgt = _to_device(chain_w[chains], device).view(-1, 1, 1, 1)
+        # the partner is an image-level-augmented copy of x (probability partner_aug_prob) or the mixing picture
+        aug_h = groups[chains, 3].astype(bool) if self.partner_aug_prob > 0 else np.zeros(chains.size, dtype=bool)
+        cur = x if d == 0 else state
 
         pp = prm[:, 2 * _OP_COLUMNS :]  # top, left, patch height, patch width, a, b, (1 - a - b) / 2, keep threshold
         chw = c * h * w
@@ -480,37 +582,77 @@ class IPMix(Transform):
             if stop == start:
                 continue
             g = pp[start:stop]
-            r1, r2 = rows[start:stop], rows2[start:stop]
             ph, pw = g[:, 2].view(-1, 1, 1), g[:, 3].view(-1, 1, 1)
-            block = None if first is None else state[first + start : first + stop]  # this group's rows
-            if block is not None:
-                torch.index_select(xv, 0, owner[start:stop], out=block)  # start from x
-            if (sh, sw) == (h, w):
-                x1 = block if block is not None else state.index_select(0, r1)
-                x2 = src2.index_select(0, r2)
+            whole = (sh, sw) == (h, w)
+            if whole:
+                x1 = cur.index_select(0, rows[start:stop])
                 ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1) - g[:, 0].view(-1, 1, 1)
                 xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw) - g[:, 1].view(-1, 1, 1)
                 in_rows, in_cols = (ys >= 0) & (ys < ph), (xs >= 0) & (xs < pw)
             else:  # the window starts at the patch's corner
                 local = _window_offsets(c, h, w, sh, sw, device)
-                idx1 = (r1.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
-                idx2 = (r2.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
-                x1 = state.view(-1).index_select(0, idx1).view(-1, c, sh, sw)
-                x2 = src2.view(-1).index_select(0, idx2).view(-1, c, sh, sw)
+                idx1 = (rows[start:stop].mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
+                x1 = cur.view(-1).index_select(0, idx1).view(-1, c, sh, sw)
                 ys, xs = _window_grid(sh, sw, device)
                 in_rows, in_cols = ys < ph, xs < pw
+            before = x1.clone()
+            x2 = self._partners(x, mix, owner, pic_rows, corner, pp, prm, chains, groups, aug_h, start, stop, sh, sw)
             # (n, 1, sh, sw): the patch inside the window, as the product of small row and column masks
             rect = (in_rows.to(x1.dtype) * in_cols.to(x1.dtype)).unsqueeze(1)
             sizes = pool_sizes[size_index * nmix : (size_index + 1) * nmix]
             masks = pool[pool_at : pool_at + sum(sizes)] if pool is not None else None
             self._mix(x1, x2, rect, g, op_counts, masks)
             pool_at += sum(sizes)
-            if (sh, sw) == (h, w):
-                if block is None:  # (else x1 is the block itself, mixed in place)
-                    state.index_copy_(0, r1, x1)
+            change = before.sub_(x1).mul_(-wgt[start:stop])  # w (mixed - current)
+            keep = np.flatnonzero(keep_h[start:stop])
+            if whole:
+                out.index_add_(0, owner[start:stop], change)
+                if keep.size:
+                    kept = slice(None) if keep.size == stop - start else _to_device(keep, device)
+                    state.index_copy_(0, _to_device(slot[chains[start:stop][keep]], device), x1[kept])
             else:
-                state.view(-1).index_copy_(0, idx1, x1.view(-1))
+                idx_out = (owner[start:stop].mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
+                out.view(-1).index_add_(0, idx_out, change.view(-1))
+                if keep.size:
+                    srows = _to_device(slot[chains[start:stop]], device)
+                    idx_state = (srows.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local)
+                    if keep.size < stop - start:
+                        kept = _to_device(keep, device)
+                        idx_state, x1 = idx_state.index_select(0, kept), x1.index_select(0, kept)
+                    state.view(-1).index_copy_(0, idx_state.view(-1), x1.reshape(-1))
             start = stop
+
+    def _partners(
+        self, x: torch.Tensor, mix: torch.Tensor, owner: torch.Tensor, pic_rows: torch.Tensor, corner: torch.Tensor,
+        pp: torch.Tensor, prm: torch.Tensor, chains: np.ndarray, groups: np.ndarray, aug_h: np.ndarray,
+        start: int, stop: int, sh: int, sw: int,
+    ) -> torch.Tensor:  # fmt: skip
+        """The partner windows ``(stop - start, C, sh, sw)`` of the patch-step rows ``start:stop`` (one patch size)."""
+        device = x.device
+        _, c, h, w = x.shape
+        whole = (sh, sw) == (h, w)
+        aug = aug_h[start:stop]
+        plain = np.flatnonzero(~aug)
+
+        def pictures(sel: torch.Tensor | slice) -> torch.Tensor:  # mixing-picture windows, uint8 -> [0, 1]
+            if whole:
+                return mix.index_select(0, pic_rows[sel]).float().div_(255).to(x.dtype)
+            flat = (pic_rows[sel].mul(c * h * w).add_(corner[sel]).view(-1, 1, 1, 1) + _window_offsets(c, h, w, sh, sw, device))
+            return mix.view(-1).index_select(0, flat.view(-1)).view(-1, c, sh, sw).float().div_(255).to(x.dtype)
+
+        if plain.size == aug.size:
+            return pictures(slice(start, stop))
+        x2 = torch.empty((stop - start, c, sh, sw), dtype=x.dtype, device=device)
+        if plain.size:
+            plain_t = _to_device(plain, device)
+            x2.index_copy_(0, plain_t, pictures(plain_t + start))
+        pos_h, pcounts = _sort_by(np.flatnonzero(aug), groups[chains[start:stop][aug], 1], len(_GROUPS))
+        pos = _to_device(pos_h, device)
+        sel = pos + start
+        partner_prm = prm.index_select(0, sel)[:, _OP_COLUMNS : 2 * _OP_COLUMNS]
+        window = None if whole else (pp[:, 0].index_select(0, sel), pp[:, 1].index_select(0, sel), sh, sw)
+        self._image_ops(x, owner.index_select(0, sel), x2, pos, partner_prm, pcounts, window=window)
+        return x2
 
     @staticmethod
     def _mix(
@@ -547,6 +689,25 @@ class IPMix(Transform):
             start = stop
 
 
+class _Workspace:
+    """Named scratch buffers of one call, reused (as views) by every chunk; grown when a chunk needs more.
+
+    Fresh CPU allocations above the allocator's mmap threshold are page-faulted on first write, which costs
+    more than the arithmetic done on them; reusing the chunks' large buffers pays that once per call.
+    """
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device = dtype, device
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: Sequence[int]) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
+        return buf[:numel].view(*shape)
+
+
 @functools.lru_cache(maxsize=64)
 def _window_grid(sh: int, sw: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column coordinates ``(1, sh, 1)`` and ``(1, 1, sw)`` of a window (cached)."""
@@ -561,6 +722,25 @@ def _window_offsets(c: int, h: int, w: int, sh: int, sw: int, device: torch.devi
     """Flat offsets ``(C, sh, sw)`` of an ``sh x sw`` window at the corner of a ``(C, h, w)`` image (cached)."""
     ch = torch.arange(c, device=device).view(c, 1, 1) * (h * w)
     return ch + torch.arange(sh, device=device).view(1, sh, 1) * w + torch.arange(sw, device=device).view(1, 1, sw)
+
+
+def _windows(
+    src: torch.Tensor, rows: torch.Tensor | None, top: torch.Tensor, left: torch.Tensor, sh: int, sw: int
+) -> torch.Tensor:
+    """The ``sh x sw`` windows at ``(top[i], left[i])`` of images ``src[rows[i]]`` (``rows=None``: ``src[i]``)."""
+    _, c, h, w = src.shape
+    device = src.device
+    base = torch.arange(top.shape[0], device=device) if rows is None else rows
+    corner = top.long() * w + left.long()
+    flat = base.mul(c * h * w).add_(corner).view(-1, 1, 1, 1) + _window_offsets(c, h, w, sh, sw, device)
+    return src.reshape(-1).index_select(0, flat.view(-1)).view(-1, c, sh, sw)
+
+
+def _images_per_chunk(batch: int, width: int, image_bytes: int, device: torch.device) -> int:
+    """Images per chunk: on CPU, chunks whose chain images fit in ``_CHUNK_BYTES``; on other devices, all."""
+    if device.type != "cpu":
+        return batch
+    return max(1, min(batch, _CHUNK_BYTES // max(1, width * image_bytes)))
 
 
 def _sort_by(items: np.ndarray, keys: np.ndarray, num_keys: int) -> tuple[np.ndarray, list[int]]:
@@ -583,3 +763,8 @@ _ENHANCE = {
 _U_COLUMNS = 18  # uniforms per (chain, step); see augment() and _step_params()
 _OP_COLUMNS = 10  # bits, threshold, cutoff, factor, 6 affine coefficients
 _P_COLUMNS = 2 * _OP_COLUMNS + 9  # image op, partner op, 9 patch columns
+# Op groups whose window can be computed from the window (or, for warps, the window's sampling points) alone.
+_WINDOWED = ("affine", "shift", "solarize", "posterize", "mirror", "brightness", "color")
+# Per-chunk budget of chain images on CPU: the allocator serves blocks below its mmap threshold (32 MiB at most
+# for glibc) from memory it keeps, whereas larger ones are mapped afresh and page-faulted on every call.
+_CHUNK_BYTES = 128 * 2**20
