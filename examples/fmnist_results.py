@@ -2,7 +2,7 @@
 """Reproduce the Fashion-MNIST results table of docs/results.md (CPU, about half an hour on 2 cores).
 
 Every row trains the same small CNN for the same number of epochs with one recipe, for several seeds, and
-reports clean test accuracy and accuracy on a Fashion-MNIST-C built with robaug.eval (14 corruptions x 5
+reports clean test accuracy and accuracy on a Fashion-MNIST-C built with robaug.eval (the 15 CIFAR-10-C corruptions x 5
 severities on the first --corruption-images test images; re-implemented corruptions, see docs/results.md):
 
     baseline            CE(f(x))                                   (random crop + flip, as in every row)

@@ -1,6 +1,7 @@
 """Build Fashion-MNIST-C: the 10,000 Fashion-MNIST test images under robaug's re-implemented corruptions.
 
     python examples/make_fashion_mnist_c.py --out data/fashion-mnist-c [--seed 0] [--corruptions fog contrast]
+        [--frost-images path/to/frost-photos]   # the reference's frost photographs (else a procedural texture)
 
 Writes the CIFAR-10-C layout (``<corruption>.npy`` (5 x 10000, 28, 28, 1) uint8, ``labels.npy``, ``meta.json``),
 which ``robaug.eval.evaluate_corruptions(model, "data/fashion-mnist-c")`` reads. These corruptions are
@@ -13,7 +14,7 @@ import argparse
 import time
 
 from robaug.data.fashion_mnist import load_fashion_mnist
-from robaug.eval.corruptions import DEFAULT_CORRUPTIONS, make_corrupted_dataset
+from robaug.eval.corruptions import DEFAULT_CORRUPTIONS, FrostImages, make_corrupted_dataset
 
 
 def main() -> None:
@@ -24,6 +25,8 @@ def main() -> None:
     p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--num-images", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--frost-images", default=None,
+                   help="folder or image file of frost photographs for the frost corruption (default: procedural)")
     p.add_argument("--root", default=None, help="Fashion-MNIST folder (default: search the usual places)")
     args = p.parse_args()
 
@@ -34,6 +37,7 @@ def main() -> None:
     bench = make_corrupted_dataset(
         images, labels, args.corruptions, args.severities, seed=args.seed, out_dir=args.out,
         batch_size=args.batch_size, progress=True,
+        frost_images=FrostImages(args.frost_images) if args.frost_images else None,
     )
     print(f"wrote {bench} to {args.out} in {time.perf_counter() - t0:.1f} s")
 
