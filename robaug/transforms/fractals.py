@@ -503,19 +503,26 @@ class MixingSet:
         self.images(size, channels, device)
         return self
 
+    def pixels(self, size: tuple[int, int], channels: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """All pictures as float32 in ``[0, 1]`` when the set takes at most ``float_cache_bytes`` as floats (kept),
+        else as uint8 (divide by 255 after reading): what IPMix reads its patch windows from."""
+        imgs = self.images(size, channels, device)
+        if imgs.numel() * 4 > self.float_cache_bytes:
+            return imgs
+        key = (int(size[0]), int(size[1]), channels, str(imgs.device), "float")
+        as_float = self._cache.get(key)
+        if as_float is None:
+            as_float = self._cache[key] = imgs.float().div_(255)
+        return as_float
+
     def sample(self, index: torch.Tensor, size: tuple[int, int], channels: int) -> torch.Tensor:
         """Float ``(len(index), channels, H, W)`` pictures in ``[0, 1]`` on ``index``'s device.
 
         Sets of at most ``float_cache_bytes`` are also kept as float32, so drawing pictures is a single gather.
         """
-        imgs = self.images(size, channels, index.device)
-        if imgs.numel() * 4 <= self.float_cache_bytes:
-            key = (int(size[0]), int(size[1]), channels, str(imgs.device), "float")
-            as_float = self._cache.get(key)
-            if as_float is None:
-                as_float = self._cache[key] = imgs.float().div_(255)
-            return as_float.index_select(0, index)
-        return imgs.index_select(0, index).float().div_(255)
+        imgs = self.pixels(size, channels, index.device)
+        picked = imgs.index_select(0, index)
+        return picked.float().div_(255) if picked.dtype == torch.uint8 else picked
 
     def clear_cache(self) -> None:
         self._cache.clear()

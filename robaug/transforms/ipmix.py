@@ -261,7 +261,7 @@ class IPMix(Transform):
         # One mixing picture per image, shared by its views. Only the windows patch steps mix with are read
         # (from the uint8 set), so no float copy of the pictures is made.
         pic = self._pictures(u_pic)
-        mix = self.mixing_set.images((h, w), c, device)
+        mix = self.mixing_set.pixels((h, w), c, device)  # float in [0, 1], or uint8 for large sets
 
         # Per chain: weight w ~ Dirichlet(1, ..., 1), level (image / patch), length U{0..depth}; per image m ~ U(0, 1).
         u_chain, m = u_chain[: nv * 3 * k].reshape(nv, k, 3), u_chain[nv * 3 * k :]
@@ -317,15 +317,13 @@ class IPMix(Transform):
         """``dst = (1 - m) x + m sum_i w_i chain_i(x)`` for a chunk of images ``x`` (chain ``j`` of the chunk
         belongs to image ``j // width``); ``dst`` may be ``x`` itself (``inplace``).
 
-        Each chain's weighted result is added to the output as soon as it is known: an image-level chain's at
-        its last step, a patch-level chain's as the change each step makes inside its patch window (its other
-        pixels are x, whose weight is folded into ``coef_x``), so no pass over all chain images is left at the end.
+        Image-level chains add their weighted result to the output at their last step (no pass over all chain
+        images at the end); patch-level chains, which only change windows of a copy of x, at the end.
         """
         device = x.device
         active = steps > 0
         img = np.flatnonzero(is_img & active)
         patch = np.flatnonzero(~is_img & active)
-        coef_x = coef_x + np.bincount(patch // self.width, chain_w[patch], coef_x.size).astype(np.float32)
         coef = _to_device(coef_x.astype(np.float32), device).view(-1, 1, 1, 1)
         out = torch.mul(x, coef, out=ws.get("out", x.shape) if inplace else dst)
         # Patch steps draw their masks from the RNG, image steps draw nothing, so the two kinds of chains can
@@ -389,23 +387,19 @@ class IPMix(Transform):
         steps: np.ndarray, groups: np.ndarray, params: np.ndarray, chain_w: np.ndarray, rng: _Rng,
         ws: "_Workspace",
     ) -> None:  # fmt: skip
-        """Patch-level chains: ``out[j // width] += w_j (chain_j(x) - x)``, one patch step after another.
-
-        Chains with more than one step keep their current image in a row of ``state`` (a copy of ``x`` to start
-        with); a chain's first step reads ``x`` itself.
-        """
+        """Patch-level chains: ``out[j // width] += w_j chain_j(x)``, one patch step after another on a copy of x."""
         _, c, h, w = x.shape
-        multi = chains[steps[chains] > 1]
         slot = np.full(steps.size, -1, dtype=np.int64)
-        slot[multi] = np.arange(multi.size)
-        state = torch.index_select(
-            x, 0, _to_device(multi // self.width, x.device), out=ws.get("patch", (multi.size, c, h, w))
-        )
+        slot[chains] = np.arange(chains.size)
+        owner = _to_device(chains // self.width, x.device)
+        state = torch.index_select(x, 0, owner, out=ws.get("patch", (chains.size, c, h, w)))
         for d in range(self.depth):
             run = chains[steps[chains] > d]
             if not run.size:
                 break
-            self._patch_step(state, x, out, mix, pic, run, slot, steps, groups[:, :, d], params[:, d], chain_w, rng, d)
+            self._patch_step(state, x, mix, pic, run, slot, groups[:, :, d], params[:, d], rng)
+        state.mul_(_to_device(chain_w[chains], x.device).view(-1, 1, 1, 1))
+        out.index_add_(0, owner, state)
 
     # -- parameters (host, numpy float32) -----------------------------------------------------------------
 
@@ -535,37 +529,31 @@ class IPMix(Transform):
     # -- patch / pixel level ------------------------------------------------------------------------------
 
     def _patch_step(
-        self, state: torch.Tensor, x: torch.Tensor, out: torch.Tensor, mix: torch.Tensor, pic: np.ndarray,
-        chains_h: np.ndarray, slot: np.ndarray, steps: np.ndarray, groups: np.ndarray, params: np.ndarray,
-        chain_w: np.ndarray, rng: _Rng, d: int,
+        self, state: torch.Tensor, x: torch.Tensor, mix: torch.Tensor, pic: np.ndarray, chains_h: np.ndarray,
+        slot: np.ndarray, groups: np.ndarray, params: np.ndarray, rng: _Rng,
     ) -> None:  # fmt: skip
-        """Step ``d`` of the patch chains ``chains_h``; ``groups`` ``(n, 5)`` and ``params`` are this step's.
+        """One patch-mixing step for ``chains_h``; ``groups`` ``(n, 5)`` and ``params`` are this step's.
 
-        ``x`` holds the images (chain ``j``'s is row ``j // width``), ``mix`` the uint8 mixing set and ``pic`` the
-        mixing picture of each image. Chains are grouped by patch size, then by mixing op. For patches smaller
-        than the image only the ``s x s`` window that holds the patch is gathered, mixed and written back, and
-        only that window of the partner is made (read from the mixing picture, or computed by the partner's
-        image op). The change the step makes, times the chain's weight, is added to ``out``.
+        ``state[slot[j]]`` is chain ``j``'s current image, ``x`` holds the images (chain ``j``'s is row
+        ``j // width``), ``mix`` the mixing set and ``pic`` the mixing picture of each image. Chains are grouped
+        by patch size, then by mixing op. For patches smaller than the image only the ``s x s`` window that holds
+        the patch is gathered, mixed and written back, and only that window of the partner is made (read from
+        the mixing picture, or computed by the partner's image op).
         """
         device = state.device
-        _, c, h, w = x.shape
+        _, c, h, w = state.shape
         hs, ws = self._patch_pixels(h, w)
         nmix = len(MIXING_OPS)
         chains, counts = _sort_by(chains_h, groups[chains_h, 4] * nmix + groups[chains_h, 2], len(hs) * nmix)
         prm_h = params[chains]
         owner_h = chains // self.width
         corner_h = (prm_h[:, 2 * _OP_COLUMNS] * w + prm_h[:, 2 * _OP_COLUMNS + 1]).astype(np.int64)  # top * w + left
-        # the current image is x at step 0, else the chain's state row; it is kept if the chain goes on
-        read_h = owner_h if d == 0 else slot[chains]
-        keep_h = steps[chains] > d + 1
-        # rows of: the current image, x (owner), the mixing picture; flat offsets of the windows' corners
-        idx = _to_device(np.stack([read_h, owner_h, pic[owner_h], corner_h]), device)
+        # rows of: state, x (owner), the mixing picture; flat offsets of the windows' corners
+        idx = _to_device(np.stack([slot[chains], owner_h, pic[owner_h], corner_h]), device)
         rows, owner, pic_rows, corner = idx[0], idx[1], idx[2], idx[3]
         prm = _to_device(prm_h, device)
-        wgt = _to_device(chain_w[chains], device).view(-1, 1, 1, 1)
         # the partner is an image-level-augmented copy of x (probability partner_aug_prob) or the mixing picture
-        aug_h = groups[chains, 3].astype(bool) if self.partner_aug_prob > 0 else np.zeros(chains.size, dtype=bool)
-        cur = x if d == 0 else state
+        aug_h = groups[chains, 3].astype(bool) if self.partner_aug_prob > 0 else None
 
         pp = prm[:, 2 * _OP_COLUMNS :]  # top, left, patch height, patch width, a, b, (1 - a - b) / 2, keep threshold
         chw = c * h * w
@@ -582,75 +570,69 @@ class IPMix(Transform):
             if stop == start:
                 continue
             g = pp[start:stop]
+            r1 = rows[start:stop]
             ph, pw = g[:, 2].view(-1, 1, 1), g[:, 3].view(-1, 1, 1)
             whole = (sh, sw) == (h, w)
             if whole:
-                x1 = cur.index_select(0, rows[start:stop])
+                x1 = state.index_select(0, r1)
                 ys = torch.arange(sh, device=device, dtype=g.dtype).view(1, sh, 1) - g[:, 0].view(-1, 1, 1)
                 xs = torch.arange(sw, device=device, dtype=g.dtype).view(1, 1, sw) - g[:, 1].view(-1, 1, 1)
                 in_rows, in_cols = (ys >= 0) & (ys < ph), (xs >= 0) & (xs < pw)
+                flat = None
             else:  # the window starts at the patch's corner
                 local = _window_offsets(c, h, w, sh, sw, device)
-                idx1 = (rows[start:stop].mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
-                x1 = cur.view(-1).index_select(0, idx1).view(-1, c, sh, sw)
+                idx1 = (r1.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
+                x1 = state.view(-1).index_select(0, idx1).view(-1, c, sh, sw)
                 ys, xs = _window_grid(sh, sw, device)
                 in_rows, in_cols = ys < ph, xs < pw
-            before = x1.clone()
-            x2 = self._partners(x, mix, owner, pic_rows, corner, pp, prm, chains, groups, aug_h, start, stop, sh, sw)
+                # the windows' flat offsets in their images (shared by x, the mixing set and the partners)
+                flat = (corner[start:stop].view(-1, 1, 1, 1) + local).view(-1, c * sh * sw)
+            x2 = self._partners(x, mix, owner, pic_rows, flat, pp, prm, chains, groups, aug_h, start, stop, sh, sw)
             # (n, 1, sh, sw): the patch inside the window, as the product of small row and column masks
             rect = (in_rows.to(x1.dtype) * in_cols.to(x1.dtype)).unsqueeze(1)
             sizes = pool_sizes[size_index * nmix : (size_index + 1) * nmix]
             masks = pool[pool_at : pool_at + sum(sizes)] if pool is not None else None
             self._mix(x1, x2, rect, g, op_counts, masks)
             pool_at += sum(sizes)
-            change = before.sub_(x1).mul_(-wgt[start:stop])  # w (mixed - current)
-            keep = np.flatnonzero(keep_h[start:stop])
             if whole:
-                out.index_add_(0, owner[start:stop], change)
-                if keep.size:
-                    kept = slice(None) if keep.size == stop - start else _to_device(keep, device)
-                    state.index_copy_(0, _to_device(slot[chains[start:stop][keep]], device), x1[kept])
+                state.index_copy_(0, r1, x1)
             else:
-                idx_out = (owner[start:stop].mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local).view(-1)
-                out.view(-1).index_add_(0, idx_out, change.view(-1))
-                if keep.size:
-                    srows = _to_device(slot[chains[start:stop]], device)
-                    idx_state = (srows.mul(chw).add_(corner[start:stop]).view(-1, 1, 1, 1) + local)
-                    if keep.size < stop - start:
-                        kept = _to_device(keep, device)
-                        idx_state, x1 = idx_state.index_select(0, kept), x1.index_select(0, kept)
-                    state.view(-1).index_copy_(0, idx_state.view(-1), x1.reshape(-1))
+                state.view(-1).index_copy_(0, idx1, x1.view(-1))
             start = stop
 
     def _partners(
-        self, x: torch.Tensor, mix: torch.Tensor, owner: torch.Tensor, pic_rows: torch.Tensor, corner: torch.Tensor,
-        pp: torch.Tensor, prm: torch.Tensor, chains: np.ndarray, groups: np.ndarray, aug_h: np.ndarray,
-        start: int, stop: int, sh: int, sw: int,
+        self, x: torch.Tensor, mix: torch.Tensor, owner: torch.Tensor, pic_rows: torch.Tensor,
+        flat: torch.Tensor | None, pp: torch.Tensor, prm: torch.Tensor, chains: np.ndarray, groups: np.ndarray,
+        aug_h: np.ndarray | None, start: int, stop: int, sh: int, sw: int,
     ) -> torch.Tensor:  # fmt: skip
-        """The partner windows ``(stop - start, C, sh, sw)`` of the patch-step rows ``start:stop`` (one patch size)."""
+        """The partner windows ``(stop - start, C, sh, sw)`` of the patch-step rows ``start:stop`` (one patch size).
+
+        ``flat`` holds each window's flat offsets within an image (``None`` for whole images).
+        """
         device = x.device
         _, c, h, w = x.shape
-        whole = (sh, sw) == (h, w)
-        aug = aug_h[start:stop]
-        plain = np.flatnonzero(~aug)
 
-        def pictures(sel: torch.Tensor | slice) -> torch.Tensor:  # mixing-picture windows, uint8 -> [0, 1]
-            if whole:
-                return mix.index_select(0, pic_rows[sel]).float().div_(255).to(x.dtype)
-            flat = (pic_rows[sel].mul(c * h * w).add_(corner[sel]).view(-1, 1, 1, 1) + _window_offsets(c, h, w, sh, sw, device))
-            return mix.view(-1).index_select(0, flat.view(-1)).view(-1, c, sh, sw).float().div_(255).to(x.dtype)
+        def pictures(sel: torch.Tensor | slice, offsets: torch.Tensor | None) -> torch.Tensor:
+            if offsets is None:
+                pics = mix.index_select(0, pic_rows[sel])
+            else:
+                pics = mix.view(-1).index_select(0, offsets.add(pic_rows[sel].view(-1, 1) * (c * h * w)).view(-1))
+            pics = pics.view(-1, c, sh, sw)
+            return pics.to(x.dtype).div_(255) if mix.dtype == torch.uint8 else pics
 
-        if plain.size == aug.size:
-            return pictures(slice(start, stop))
+        aug = None if aug_h is None else aug_h[start:stop]
+        if aug is None or not aug.any():
+            return pictures(slice(start, stop), flat)
         x2 = torch.empty((stop - start, c, sh, sw), dtype=x.dtype, device=device)
+        plain = np.flatnonzero(~aug)
         if plain.size:
             plain_t = _to_device(plain, device)
-            x2.index_copy_(0, plain_t, pictures(plain_t + start))
+            x2.index_copy_(0, plain_t, pictures(plain_t + start, None if flat is None else flat.index_select(0, plain_t)))
         pos_h, pcounts = _sort_by(np.flatnonzero(aug), groups[chains[start:stop][aug], 1], len(_GROUPS))
         pos = _to_device(pos_h, device)
         sel = pos + start
         partner_prm = prm.index_select(0, sel)[:, _OP_COLUMNS : 2 * _OP_COLUMNS]
-        window = None if whole else (pp[:, 0].index_select(0, sel), pp[:, 1].index_select(0, sel), sh, sw)
+        window = None if flat is None else (pp[:, 0].index_select(0, sel), pp[:, 1].index_select(0, sel), sh, sw)
         self._image_ops(x, owner.index_select(0, sel), x2, pos, partner_prm, pcounts, window=window)
         return x2
 
