@@ -178,3 +178,19 @@ def test_theta_round_trip_matches_affine(images):
     n, _, h, w = x.shape
     mat = O.affine_matrix(n, angle=torch.tensor([3.0, 9.0, -4.0, 20.0]))
     torch.testing.assert_close(O.warp(x, O.affine_theta(mat, h, w)), O.affine(x, mat))
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_warp_window_is_the_crop_of_the_full_warp(images, mode):
+    _, x = images
+    n, _, h, w = x.shape
+    mat = O.affine_matrix(n, angle=torch.tensor([3.0, 9.0, -4.0, 20.0]), translate_x=torch.tensor([2.0, -1, 0, 3]),
+                          shear_y=torch.tensor([0.0, 5.0, -8.0, 2.0]))  # fmt: skip
+    theta = O.affine_theta(mat, h, w)
+    full = O.warp(x, theta, mode=mode)
+    top, left = torch.tensor([0.0, 3, h - 5, 1]), torch.tensor([w - 7, 0.0, 2, 5])
+    win = O.warp(x, theta, mode=mode, window=(top, left, 5, 7))
+    assert win.shape == (n, x.shape[1], 5, 7)
+    for i in range(n):
+        t, l = int(top[i]), int(left[i])
+        assert torch.equal(win[i], full[i, :, t : t + 5, l : l + 7])  # the same sampling, bit for bit

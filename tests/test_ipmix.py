@@ -399,3 +399,30 @@ def test_cuda_batch():  # pragma: no cover - no GPU on the development machines
     x = _batch().cuda()
     y = make(generator=torch.Generator("cuda").manual_seed(0))(x)
     assert y.device == x.device and y.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("all_ops", [False, True])
+def test_partner_op_windows_are_crops_of_the_full_op(all_ops):
+    """Partners are computed on the patch window only; every op must give the crop of its full-image result."""
+    t = make(all_ops=all_ops)
+    ops = t._ops
+    n = len(ops) * 3
+    x = _batch(n, h=24, w=20).float() / 255
+    op = np.arange(n) % len(ops)
+    rng = np.random.default_rng(1)
+    prm = t._op_params(op, rng.random(n).astype(np.float32), rng.random(n).astype(np.float32), 24, 20)
+    group = t._op2group.numpy()[op]
+    order = np.argsort(group, kind="stable")
+    counts = np.bincount(group, minlength=20).tolist()
+    rows, p = torch.from_numpy(order), torch.from_numpy(prm[order])
+    full = torch.empty_like(x)
+    t._image_ops(x, rows, full, rows, p, counts)
+    sh, sw = 9, 6
+    top = torch.from_numpy(rng.integers(0, 24 - sh + 1, n)).float()
+    left = torch.from_numpy(rng.integers(0, 20 - sw + 1, n)).float()
+    win = torch.empty(n, 3, sh, sw)
+    t._image_ops(x, rows, win, rows, p, counts, window=(top[rows], left[rows], sh, sw))
+    for i in range(n):
+        r, c_ = int(top[i]), int(left[i])
+        torch.testing.assert_close(win[i], full[i, :, r : r + sh, c_ : c_ + sw], atol=0, rtol=0,
+                                   msg=lambda m: f"{ops[int(op[i])]}: {m}")  # fmt: skip

@@ -618,7 +618,7 @@ class IPMix(Transform):
             else:
                 pics = mix.view(-1).index_select(0, offsets.add(pic_rows[sel].view(-1, 1) * (c * h * w)).view(-1))
             pics = pics.view(-1, c, sh, sw)
-            return pics.to(x.dtype).div_(255) if mix.dtype == torch.uint8 else pics
+            return pics.to(x.dtype).div_(255) if mix.dtype == torch.uint8 else pics.to(x.dtype)
 
         aug = None if aug_h is None else aug_h[start:stop]
         if aug is None or not aug.any():
@@ -747,6 +747,9 @@ _OP_COLUMNS = 10  # bits, threshold, cutoff, factor, 6 affine coefficients
 _P_COLUMNS = 2 * _OP_COLUMNS + 9  # image op, partner op, 9 patch columns
 # Op groups whose window can be computed from the window (or, for warps, the window's sampling points) alone.
 _WINDOWED = ("affine", "shift", "solarize", "posterize", "mirror", "brightness", "color")
-# Per-chunk budget of chain images on CPU: the allocator serves blocks below its mmap threshold (32 MiB at most
-# for glibc) from memory it keeps, whereas larger ones are mapped afresh and page-faulted on every call.
-_CHUNK_BYTES = 128 * 2**20
+# Per-chunk budget of chain images on CPU (width x images x image bytes). Chunks keep the per-op temporaries
+# small: the allocator serves blocks below its mmap threshold (32 MiB at most for glibc) from memory it keeps,
+# whereas larger ones are mapped afresh and page-faulted on every call (at 224 px that cost more than the
+# arithmetic). The chunks' large buffers come from a _Workspace. Larger chunks amortise per-chunk Python work;
+# 16-128 MiB measured the same at 224 px.
+_CHUNK_BYTES = 64 * 2**20
