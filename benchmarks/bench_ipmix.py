@@ -6,7 +6,11 @@ records wall and process CPU time. The ratio is taken per repeat (so both sides 
 and the median reported. Also: IPMix called image by image (DataLoader-worker use), the JSD mode, and
 fractals/s of the mixing-set generator.
 
+With ``--baseline REV`` the IPMix of git revision ``REV`` (extracted with ``git archive`` and imported beside the
+working tree's) runs in the same alternation on the same batch, giving a paired before/after speed-up.
+
     OMP_NUM_THREADS=1 python benchmarks/bench_ipmix.py --threads 1 --repeats 9 --write
+    OMP_NUM_THREADS=1 python benchmarks/bench_ipmix.py --threads 1 --repeats 21 --baseline 8db885d --write
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,15 +43,38 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def bench_size(size: int, preset: str, batch: int, repeats: int) -> dict:
+def load_baseline(rev: str) -> type:
+    """The ``IPMix`` class of git revision ``rev``, imported from a ``git archive`` copy beside the current one."""
+    root = Path(__file__).resolve().parents[1]
+    tmp = tempfile.mkdtemp(prefix="robaug-baseline-")
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "robaug"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+    current = {name: mod for name, mod in sys.modules.items() if name == "robaug" or name.startswith("robaug.")}
+    for name in current:
+        del sys.modules[name]
+    sys.path.insert(0, tmp)
+    try:
+        from robaug.transforms.ipmix import IPMix as Baseline
+    finally:
+        sys.path.remove(tmp)
+        for name in [n for n in sys.modules if n == "robaug" or n.startswith("robaug.")]:
+            del sys.modules[name]
+        sys.modules.update(current)
+    return Baseline
+
+
+def bench_size(size: int, preset: str, batch: int, repeats: int, baseline: type | None = None) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
     ipmix = IPMix(preset=preset, generator=torch.Generator().manual_seed(1))
+    before = baseline(preset=preset, generator=torch.Generator().manual_seed(1)) if baseline else None
     augmix = v2.AugMix()
     ipmix(x[:2])  # builds the fractal mixing set at this size (not timed)
+    if before is not None:
+        before(x[:2])
     for i in range(4):
         augmix(x[i])
-    rows = {"ipmix": [], "augmix": [], "ratio_wall": [], "ratio_cpu": []}
+    rows = {"ipmix": [], "augmix": [], "ratio_wall": [], "ratio_cpu": [], "before": [], "speedup_cpu": []}
     for _ in range(repeats):
         iw, ic = timed(lambda: ipmix(x))
         aw, ac = timed(lambda: [augmix(x[i]) for i in range(batch)])
@@ -53,8 +82,21 @@ def bench_size(size: int, preset: str, batch: int, repeats: int) -> dict:
         rows["augmix"].append((aw, ac))
         rows["ratio_wall"].append(aw / iw)
         rows["ratio_cpu"].append(ac / ic)
+        if before is not None:
+            bw, bc = timed(lambda: before(x))
+            rows["before"].append((bw, bc))
+            rows["speedup_cpu"].append(bc / ic)
     med = lambda v: statistics.median(v)  # noqa: E731
+    extra = {}
+    if before is not None:
+        extra = {
+            "before_cpu": batch / med([c for _, c in rows["before"]]),
+            "before_ratio_cpu": med([ac / bc for (_, ac), (_, bc) in zip(rows["augmix"], rows["before"])]),
+            "speedup_cpu": med(rows["speedup_cpu"]),
+            "speedup_cpu_range": (min(rows["speedup_cpu"]), max(rows["speedup_cpu"])),
+        }
     return {
+        **extra,
         "size": size,
         "preset": preset,
         "ipmix_wall": batch / med([w for w, _ in rows["ipmix"]]),
@@ -64,6 +106,7 @@ def bench_size(size: int, preset: str, batch: int, repeats: int) -> dict:
         "ratio_wall": med(rows["ratio_wall"]),
         "ratio_cpu": med(rows["ratio_cpu"]),
         "ratio_cpu_range": (min(rows["ratio_cpu"]), max(rows["ratio_cpu"])),
+        "repeats": repeats,
     }
 
 
@@ -110,18 +153,21 @@ def render(
     args: argparse.Namespace, sizes: list[dict], single: dict, jsd: dict, fractals: list[dict], default_set: dict
 ) -> str:
     load = os.getloadavg()
+    reps = ", ".join(f"{r['repeats']} at {r['size']} px" for r in sizes)
+    command = f"OMP_NUM_THREADS={args.threads} python benchmarks/bench_ipmix.py --threads {args.threads} --repeats {args.repeats}"
+    if args.baseline:
+        command += f" --baseline {args.baseline}"
     lines = [
         "## IPMix",
         "",
         f"robaug `IPMix` on a {args.batch}-image uint8 batch (3 channels, one call, per-sample randomness) against",
         f"torchvision's `v2.AugMix()` (defaults: severity 3, width 3, random depth, all ops) applied image by image",
-        f"to the same images, alternating, {args.repeats} repeats, medians; ratio = median of the per-repeat ratios.",
+        f"to the same images, alternating ({reps}), medians; ratio = median of the per-repeat ratios.",
         f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, {args.threads} thread(s);",
         f"load average during the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores (shared",
         "machine: wall times scatter, CPU-time ratios are steadier). Target: >= 10x AugMix at 32x32.",
         "",
-        f"Command: `OMP_NUM_THREADS={args.threads} python benchmarks/bench_ipmix.py --threads {args.threads} "
-        f"--repeats {args.repeats}`",
+        f"Command: `{command}`",
         "",
         "| size | IPMix preset | IPMix img/s (wall) | AugMix img/s (wall) | ratio (wall) | IPMix img/s (CPU) | AugMix img/s (CPU) | ratio (CPU) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -131,6 +177,21 @@ def render(
             f"| {r['size']}x{r['size']} | {r['preset']} | {r['ipmix_wall']:.0f} | {r['augmix_wall']:.0f} | "
             f"**{r['ratio_wall']:.1f}x** | {r['ipmix_cpu']:.0f} | {r['augmix_cpu']:.0f} | **{r['ratio_cpu']:.1f}x** |"
         )
+    if args.baseline:
+        lines += [
+            "",
+            f"Before/after: the IPMix of revision `{args.baseline}` timed in the same alternation on the same batch",
+            "(speed-up = median of the per-repeat CPU-time ratios before / after).",
+            "",
+            "| size | before img/s (CPU) | after img/s (CPU) | speed-up (CPU) | before vs AugMix (CPU) | after vs AugMix (CPU) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in sizes:
+            lo, hi = r["speedup_cpu_range"]
+            lines.append(
+                f"| {r['size']}x{r['size']} | {r['before_cpu']:.0f} | {r['ipmix_cpu']:.0f} | **{r['speedup_cpu']:.2f}x** "
+                f"({lo:.2f}-{hi:.2f}) | {r['before_ratio_cpu']:.2f}x | {r['ratio_cpu']:.2f}x |"
+            )
     lines.append("")
     for r in sizes:
         lo, hi = r["ratio_cpu_range"]
@@ -171,15 +232,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
+    parser.add_argument("--baseline", metavar="REV", help="also time the IPMix of this git revision (paired)")
     parser.add_argument("--write", action="store_true", help=f"update the IPMix section of {RESULTS.name}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    baseline = load_baseline(args.baseline) if args.baseline else None
 
     sizes = []
     for size in args.sizes:
         preset = "cifar" if size <= 64 else "imagenet"
         repeats = args.repeats if size <= 64 else max(3, args.repeats // 3)
-        sizes.append(bench_size(size, preset, args.batch, repeats))
+        sizes.append(bench_size(size, preset, args.batch, repeats, baseline))
         print(sizes[-1], flush=True)
     single = bench_single(32, 256, args.repeats)
     print(single, flush=True)

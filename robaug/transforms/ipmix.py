@@ -317,47 +317,57 @@ class IPMix(Transform):
         """``dst = (1 - m) x + m sum_i w_i chain_i(x)`` for a chunk of images ``x`` (chain ``j`` of the chunk
         belongs to image ``j // width``); ``dst`` may be ``x`` itself (``inplace``).
 
-        Image-level chains add their weighted result to the output at their last step (no pass over all chain
-        images at the end); patch-level chains, which only change windows of a copy of x, at the end.
-        """
-        device = x.device
-        active = steps > 0
-        img = np.flatnonzero(is_img & active)
-        patch = np.flatnonzero(~is_img & active)
-        coef = _to_device(coef_x.astype(np.float32), device).view(-1, 1, 1, 1)
-        out = torch.mul(x, coef, out=ws.get("out", x.shape) if inplace else dst)
-        # Patch steps draw their masks from the RNG, image steps draw nothing, so the two kinds of chains can
-        # run one after the other.
-        if img.size:
-            self._image_chains(x, out, img, steps, groups[:, 0], params, chain_w, ws)
-        if patch.size:
-            self._patch_chains(x, out, mix, pic, patch, steps, groups, params, chain_w, rng, ws)
-        if clamp:
-            out.clamp_(0, 1)
-        if inplace:
-            dst.copy_(out)
-
-    def _image_chains(
-        self, x: torch.Tensor, out: torch.Tensor, chains: np.ndarray, steps: np.ndarray, op_group: np.ndarray,
-        params: np.ndarray, chain_w: np.ndarray, ws: "_Workspace",
-    ) -> None:  # fmt: skip
-        """Image-level chains: ``out[j // width] += w_j chain_j(x)``; ``op_group`` ``(n, depth)``.
-
-        At step ``d`` the running chains are sorted by op group, and within a group the chains that continue come
-        first. Each step writes the continuing chains' images in the order the next step sorts them, so a step
-        reads every op group's images as one contiguous slice (only step 0 gathers, from ``x``).
+        Everything that reads ``x`` comes first: the patch-level chains (which change windows of copies of x and
+        read partner windows from x) and the gather of the image-level chains' inputs. Then the output is
+        started in ``dst`` (in place when ``dst`` is ``x``) and the image-level chains add their weighted result
+        to it at their last step, so no pass over all chain images is left at the end.
         """
         device = x.device
         _, c, h, w = x.shape
         k = self.width
-        ngroups = len(_GROUPS)
+        active = steps > 0
+        img = np.flatnonzero(is_img & active)
+        patch = np.flatnonzero(~is_img & active)
+        # Only patch steps draw from the RNG (their masks), so the two kinds of chains can run one after the other.
+        state = self._patch_chains(x, mix, pic, patch, steps, groups, params, rng, ws) if patch.size else None
+        orders = self._image_orders(img, steps, groups[:, 0])
+        if orders:
+            first = orders[0][0]
+            src = torch.index_select(x, 0, _to_device(first // k, device), out=ws.get("input", (first.size, c, h, w)))
+        coef = _to_device(coef_x.astype(np.float32), device).view(-1, 1, 1, 1)
+        out = x.mul_(coef) if inplace else torch.mul(x, coef, out=dst)  # x is not read any more
+        if state is not None:
+            state.mul_(_to_device(chain_w[patch], device).view(-1, 1, 1, 1))
+            out.index_add_(0, _to_device(patch // k, device), state)
+        if orders:
+            self._image_chains(src, out, orders, steps, params, chain_w, ws)
+        if clamp:
+            out.clamp_(0, 1)
+
+    def _image_orders(self, chains: np.ndarray, steps: np.ndarray, op_group: np.ndarray) -> list:
+        """Per step, the image-level chains still running, sorted by op group and, within a group, the chains
+        that continue first; with the count of each (group, last step) pair."""
         orders = []
         for d in range(self.depth):
             run = chains[steps[chains] > d]
             if not run.size:
                 break
-            orders.append(_sort_by(run, op_group[run, d] * 2 + (steps[run] == d + 1), 2 * ngroups))
-        cur = None
+            orders.append(_sort_by(run, op_group[run, d] * 2 + (steps[run] == d + 1), 2 * len(_GROUPS)))
+        return orders
+
+    def _image_chains(
+        self, src: torch.Tensor, out: torch.Tensor, orders: list, steps: np.ndarray, params: np.ndarray,
+        chain_w: np.ndarray, ws: "_Workspace",
+    ) -> None:  # fmt: skip
+        """Image-level chains: ``out[j // width] += w_j chain_j(x)``; ``src`` holds their inputs in step 0's order.
+
+        Each step (:meth:`_image_orders`) writes the continuing chains' images in the order the next step sorts
+        them, so a step reads every op group's images as one contiguous slice.
+        """
+        device = src.device
+        _, c, h, w = src.shape
+        k = self.width
+        cur = src
         for d, (order, counts2) in enumerate(orders):
             following = orders[d + 1][0] if d + 1 < len(orders) else order[:0]
             position = np.zeros(steps.size, dtype=np.int64)
@@ -373,8 +383,7 @@ class IPMix(Transform):
                 if not n_cont + n_end:
                     continue
                 mid, stop = start + n_cont, start + n_cont + n_end
-                src = x.index_select(0, owner[start:stop]) if d == 0 else cur[start:stop]
-                y = self._image_op(group, src, prm[start:stop])
+                y = self._image_op(group, cur[start:stop], prm[start:stop])
                 if n_cont:
                     nxt.index_copy_(0, dest[start:mid], y[:n_cont])
                 if n_end:
@@ -383,11 +392,10 @@ class IPMix(Transform):
             cur = nxt
 
     def _patch_chains(
-        self, x: torch.Tensor, out: torch.Tensor, mix: torch.Tensor, pic: np.ndarray, chains: np.ndarray,
-        steps: np.ndarray, groups: np.ndarray, params: np.ndarray, chain_w: np.ndarray, rng: _Rng,
-        ws: "_Workspace",
-    ) -> None:  # fmt: skip
-        """Patch-level chains: ``out[j // width] += w_j chain_j(x)``, one patch step after another on a copy of x."""
+        self, x: torch.Tensor, mix: torch.Tensor, pic: np.ndarray, chains: np.ndarray, steps: np.ndarray,
+        groups: np.ndarray, params: np.ndarray, rng: _Rng, ws: "_Workspace",
+    ) -> torch.Tensor:
+        """Patch-level chains, one patch step after another on copies of x: ``chain_j(x)`` for ``chains``."""
         _, c, h, w = x.shape
         slot = np.full(steps.size, -1, dtype=np.int64)
         slot[chains] = np.arange(chains.size)
@@ -398,8 +406,7 @@ class IPMix(Transform):
             if not run.size:
                 break
             self._patch_step(state, x, mix, pic, run, slot, groups[:, :, d], params[:, d], rng)
-        state.mul_(_to_device(chain_w[chains], x.device).view(-1, 1, 1, 1))
-        out.index_add_(0, owner, state)
+        return state
 
     # -- parameters (host, numpy float32) -----------------------------------------------------------------
 
@@ -618,7 +625,7 @@ class IPMix(Transform):
             else:
                 pics = mix.view(-1).index_select(0, offsets.add(pic_rows[sel].view(-1, 1) * (c * h * w)).view(-1))
             pics = pics.view(-1, c, sh, sw)
-            return pics.to(x.dtype).div_(255) if mix.dtype == torch.uint8 else pics.to(x.dtype)
+            return torch.div(pics, 255.0).to(x.dtype) if mix.dtype == torch.uint8 else pics.to(x.dtype)
 
         aug = None if aug_h is None else aug_h[start:stop]
         if aug is None or not aug.any():
