@@ -166,8 +166,11 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("per_chunk", [2, 64])
-def test_batched_ipmix_equals_the_per_image_reference(monkeypatch, case, per_chunk):
+@pytest.mark.parametrize("windowed_state", [True, False], ids=["window-copies", "image-copies"])
+def test_batched_ipmix_equals_the_per_image_reference(monkeypatch, case, per_chunk, windowed_state):
     kw = CASES[case]
+    # patch chains without a whole-image step copy only their windows (large images) or whole images
+    monkeypatch.setattr(ipmix_module, "_WINDOWED_STATE_PIXELS", 0 if windowed_state else 10**9)
     c = 1 if case.startswith("gray") else 3
     g = torch.Generator().manual_seed(3)
     x = torch.rand(5, c, 20, 18, generator=g)

@@ -317,8 +317,8 @@ class IPMix(Transform):
         """``dst = (1 - m) x + m sum_i w_i chain_i(x)`` for a chunk of images ``x`` (chain ``j`` of the chunk
         belongs to image ``j // width``); ``dst`` may be ``x`` itself (``inplace``).
 
-        Everything that reads ``x`` comes first: the patch-level chains (which change windows of copies of x and
-        read partner windows from x) and the gather of the image-level chains' inputs. Then the output is
+        Everything that reads ``x`` comes first: the patch-level chains (which change copies of x, or of its
+        windows, and read partner windows from x) and the gather of the image-level chains' inputs. Then the output is
         started in ``dst`` (in place when ``dst`` is ``x``) and the image-level chains add their weighted result
         to it at their last step, so no pass over all chain images is left at the end.
         """
@@ -329,16 +329,23 @@ class IPMix(Transform):
         img = np.flatnonzero(is_img & active)
         patch = np.flatnonzero(~is_img & active)
         # Only patch steps draw from the RNG (their masks), so the two kinds of chains can run one after the other.
-        state = self._patch_chains(x, mix, pic, patch, steps, groups, params, rng, ws) if patch.size else None
+        if patch.size:
+            state, full, changes = self._patch_chains(x, mix, pic, patch, steps, groups, params, chain_w, rng, ws)
+            # chains that only change windows are x plus their changes: fold their x into x's coefficient
+            windowed = np.setdiff1d(patch, full, assume_unique=True)
+            coef_x = coef_x + np.bincount(windowed // k, chain_w[windowed], coef_x.size)
         orders = self._image_orders(img, steps, groups[:, 0])
         if orders:
             first = orders[0][0]
             src = torch.index_select(x, 0, _to_device(first // k, device), out=ws.get("input", (first.size, c, h, w)))
         coef = _to_device(coef_x.astype(np.float32), device).view(-1, 1, 1, 1)
         out = x.mul_(coef) if inplace else torch.mul(x, coef, out=dst)  # x is not read any more
-        if state is not None:
-            state.mul_(_to_device(chain_w[patch], device).view(-1, 1, 1, 1))
-            out.index_add_(0, _to_device(patch // k, device), state)
+        if patch.size:
+            if full.size:
+                block = state[: full.size].mul_(_to_device(chain_w[full], device).view(-1, 1, 1, 1))
+                out.index_add_(0, _to_device(full // k, device), block)
+            for at, change in changes:
+                out.view(-1).index_add_(0, at, change)
         if orders:
             self._image_chains(src, out, orders, steps, params, chain_w, ws)
         if clamp:
@@ -393,20 +400,55 @@ class IPMix(Transform):
 
     def _patch_chains(
         self, x: torch.Tensor, mix: torch.Tensor, pic: np.ndarray, chains: np.ndarray, steps: np.ndarray,
-        groups: np.ndarray, params: np.ndarray, rng: _Rng, ws: "_Workspace",
-    ) -> torch.Tensor:
-        """Patch-level chains, one patch step after another on copies of x: ``chain_j(x)`` for ``chains``."""
+        groups: np.ndarray, params: np.ndarray, chain_w: np.ndarray, rng: _Rng, ws: "_Workspace",
+    ) -> tuple[torch.Tensor, np.ndarray, list]:
+        """Patch-level chains, one patch step after another on copies of x.
+
+        Chains that take a whole-image step (patch size = image) run on full copies of x, rows ``0 .. n - 1`` of
+        the returned state, for chains ``full``: their result is ``state[:n]``. The others only ever change
+        windows, so only their windows are copied from x, and each step's change inside the window, times the
+        chain's weight, is recorded in ``changes`` as ``(flat offsets into the output, values)``: their result
+        is ``x`` plus those changes. Returns ``(state, full, changes)``.
+        """
+        device = x.device
         _, c, h, w = x.shape
+        k, chw = self.width, c * h * w
+        hs, ws_ = self._patch_pixels(h, w)
+        whole_index = [i for i, size in enumerate(zip(hs, ws_)) if size == (h, w)]
+        taken = np.arange(self.depth) < steps[chains][:, None]  # (chains, depth): the steps each chain takes
+        size_idx = groups[chains, 4]  # (chains, depth)
+        has_whole = (np.isin(size_idx, whole_index) & taken).any(1)
+        if h * w < _WINDOWED_STATE_PIXELS:  # small images: full copies for all (fewer, larger ops)
+            has_whole[:] = True
+        order = np.concatenate([np.flatnonzero(has_whole), np.flatnonzero(~has_whole)])
+        full = chains[order[: int(has_whole.sum())]]
         slot = np.full(steps.size, -1, dtype=np.int64)
-        slot[chains] = np.arange(chains.size)
-        owner = _to_device(chains // self.width, x.device)
-        state = torch.index_select(x, 0, owner, out=ws.get("patch", (chains.size, c, h, w)))
+        slot[chains[order]] = np.arange(chains.size)
+        state = ws.get("patch", (chains.size, c, h, w))
+        if full.size:
+            torch.index_select(x, 0, _to_device(full // k, device), out=state[: full.size])
+        windowed = ~has_whole[:, None] & taken
+        for si, (sh, sw) in enumerate(zip(hs, ws_)):  # copy x into every window the other chains will read
+            pos, d = np.nonzero(windowed & (size_idx == si))
+            if not pos.size:
+                continue
+            j = chains[pos]
+            prm = params[j, d]
+            corner = (prm[:, 2 * _OP_COLUMNS] * w + prm[:, 2 * _OP_COLUMNS + 1]).astype(np.int64)
+            offsets = _to_device(np.stack([slot[j] * chw + corner, (j // k) * chw + corner]), device)
+            local = _window_offsets(c, h, w, sh, sw, device).view(1, -1)
+            values = x.view(-1).index_select(0, (offsets[1].view(-1, 1) + local).view(-1))
+            state.view(-1).index_copy_(0, (offsets[0].view(-1, 1) + local).view(-1), values)
+        changes: list = []
+        change_w = None
+        if full.size < chains.size:
+            change_w = np.where(np.isin(np.arange(steps.size), full), 0, chain_w).astype(np.float32)
         for d in range(self.depth):
             run = chains[steps[chains] > d]
             if not run.size:
                 break
-            self._patch_step(state, x, mix, pic, run, slot, groups[:, :, d], params[:, d], rng)
-        return state
+            self._patch_step(state, x, mix, pic, run, slot, groups[:, :, d], params[:, d], rng, change_w, changes)
+        return state, full, changes
 
     # -- parameters (host, numpy float32) -----------------------------------------------------------------
 
@@ -537,7 +579,8 @@ class IPMix(Transform):
 
     def _patch_step(
         self, state: torch.Tensor, x: torch.Tensor, mix: torch.Tensor, pic: np.ndarray, chains_h: np.ndarray,
-        slot: np.ndarray, groups: np.ndarray, params: np.ndarray, rng: _Rng,
+        slot: np.ndarray, groups: np.ndarray, params: np.ndarray, rng: _Rng, change_w: np.ndarray | None,
+        changes: list,
     ) -> None:  # fmt: skip
         """One patch-mixing step for ``chains_h``; ``groups`` ``(n, 5)`` and ``params`` are this step's.
 
@@ -545,7 +588,8 @@ class IPMix(Transform):
         ``j // width``), ``mix`` the mixing set and ``pic`` the mixing picture of each image. Chains are grouped
         by patch size, then by mixing op. For patches smaller than the image only the ``s x s`` window that holds
         the patch is gathered, mixed and written back, and only that window of the partner is made (read from
-        the mixing picture, or computed by the partner's image op).
+        the mixing picture, or computed by the partner's image op). The change inside each window times
+        ``change_w`` of its chain is appended to ``changes`` (see :meth:`_patch_chains`; not when ``None``).
         """
         device = state.device
         _, c, h, w = state.shape
@@ -594,6 +638,7 @@ class IPMix(Transform):
                 in_rows, in_cols = ys < ph, xs < pw
                 # the windows' flat offsets in their images (shared by x, the mixing set and the partners)
                 flat = (corner[start:stop].view(-1, 1, 1, 1) + local).view(-1, c * sh * sw)
+            before = None if whole or change_w is None else x1.clone()
             x2 = self._partners(x, mix, owner, pic_rows, flat, pp, prm, chains, groups, aug_h, start, stop, sh, sw)
             # (n, 1, sh, sw): the patch inside the window, as the product of small row and column masks
             rect = (in_rows.to(x1.dtype) * in_cols.to(x1.dtype)).unsqueeze(1)
@@ -605,6 +650,10 @@ class IPMix(Transform):
                 state.index_copy_(0, r1, x1)
             else:
                 state.view(-1).index_copy_(0, idx1, x1.view(-1))
+            if before is not None:
+                wgt = _to_device(change_w[chains[start:stop]], device).view(-1, 1, 1, 1)
+                out_at = flat + owner[start:stop].view(-1, 1) * chw
+                changes.append((out_at.view(-1), before.sub_(x1).mul_(wgt.neg()).view(-1)))  # w (mixed - current)
             start = stop
 
     def _partners(
@@ -760,3 +809,6 @@ _WINDOWED = ("affine", "shift", "solarize", "posterize", "mirror", "brightness",
 # arithmetic). The chunks' large buffers come from a _Workspace. Larger chunks amortise per-chunk Python work;
 # 16-128 MiB measured the same at 224 px.
 _CHUNK_BYTES = 64 * 2**20
+# From this many pixels per image on, patch chains that never take a whole-image step copy only their windows of
+# x and add their windows' changes to the output, instead of copying, weighting and adding whole images.
+_WINDOWED_STATE_PIXELS = 96 * 96
