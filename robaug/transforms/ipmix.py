@@ -21,6 +21,12 @@ The official code does this one PIL image at a time in DataLoader workers. Here 
 tensor of per-image draws and each step is a handful of batched tensor ops over the images that take it (grouped
 by operation), so a batch on any device is augmented in one call with per-image randomness. Results are clamped
 to [0, 1] (the official uint8 conversion wraps around instead).
+
+Only what a step needs is computed: each op runs on the images whose chain chose it; a patch step reads, mixes and
+writes back only the window holding its patch, and makes only that window of its partner (a window of the mixing
+picture, or the partner's image op evaluated on the window's pixels); chains add their weighted result to the
+output as they finish. On CPU the batch is processed in chunks of images whose buffers are reused, because at
+224 px fresh batch-sized temporaries cost more in page faults than the arithmetic done on them.
 """
 
 from __future__ import annotations
@@ -683,7 +689,8 @@ class IPMix(Transform):
         plain = np.flatnonzero(~aug)
         if plain.size:
             plain_t = _to_device(plain, device)
-            x2.index_copy_(0, plain_t, pictures(plain_t + start, None if flat is None else flat.index_select(0, plain_t)))
+            offsets = None if flat is None else flat.index_select(0, plain_t)
+            x2.index_copy_(0, plain_t, pictures(plain_t + start, offsets))
         pos_h, pcounts = _sort_by(np.flatnonzero(aug), groups[chains[start:stop][aug], 1], len(_GROUPS))
         pos = _to_device(pos_h, device)
         sel = pos + start
