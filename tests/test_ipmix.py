@@ -426,3 +426,18 @@ def test_partner_op_windows_are_crops_of_the_full_op(all_ops):
         r, c_ = int(top[i]), int(left[i])
         torch.testing.assert_close(win[i], full[i, :, r : r + sh, c_ : c_ + sw], atol=0, rtol=0,
                                    msg=lambda m: f"{ops[int(op[i])]}: {m}")  # fmt: skip
+
+
+def test_inputs_are_never_modified():
+    """The result is built in place only in IPMix's own float copy of uint8/PIL input, never in the caller's tensor."""
+    xf = torch.rand(6, 3, 20, 20, generator=_gen(0))
+    keep = xf.clone()
+    t = make(preset="imagenet", generator=_gen(1))
+    t(xf)
+    t.augment(xf)
+    make(num_views=2)(xf)
+    assert torch.equal(xf, keep)
+    x8 = _batch(6, h=20, w=20)
+    keep8 = x8.clone()
+    out = t(x8)
+    assert torch.equal(x8, keep8) and not torch.equal(out, x8)
