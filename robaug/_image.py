@@ -55,7 +55,7 @@ def to_float_batch(
         batch = TF.pil_to_tensor(inpt).unsqueeze(0).float().div_(255.0)
 
         def restore_pil(y: torch.Tensor) -> PIL.Image.Image:
-            out = _to_uint8(y[0])
+            out = float_to_uint8(y[0])
             return TF.to_pil_image(out, mode=mode)
 
         return batch, restore_pil
@@ -105,7 +105,7 @@ def to_float_batch(
         if y.shape[0] != batch.shape[0]:
             raise RuntimeError("internal: restore() got a batch of a different size")
         if dtype == torch.uint8:
-            out = _to_uint8(y)
+            out = float_to_uint8(y)
         else:
             out = y.to(dtype)
         out = out.reshape(*lead, y.shape[1], y.shape[2], y.shape[3])
@@ -114,5 +114,18 @@ def to_float_batch(
     return batch, restore_tensor
 
 
-def _to_uint8(y: torch.Tensor) -> torch.Tensor:
-    return y.clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
+#: On CPU, float -> uint8 conversion works through the batch in pieces of about this many elements, so its two
+#: float temporaries stay small and reused instead of batch-sized fresh allocations (page faults dominated).
+_UINT8_CHUNK_ELEMENTS = 1 << 21
+
+
+def float_to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """``round(255 * clip(y, 0, 1))`` as uint8: the one float [0, 1] -> uint8 conversion of the package."""
+    if y.device.type != "cpu" or y.ndim == 0 or y.numel() <= _UINT8_CHUNK_ELEMENTS:
+        return y.clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+    out = torch.empty(y.shape, dtype=torch.uint8)
+    step = max(1, _UINT8_CHUNK_ELEMENTS // max(1, y[0].numel()))
+    for i in range(0, y.shape[0], step):  # a loop over memory-sized pieces, not over samples
+        out[i : i + step] = y[i : i + step].clamp(0.0, 1.0).mul_(255.0).round_()
+    return out
+

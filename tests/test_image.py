@@ -51,3 +51,20 @@ def test_tv_tensor_and_float_dtype_are_kept():
 def test_bad_input_has_clear_errors(bad, err, match):
     with pytest.raises(err, match=match):
         to_float_batch(bad)
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 1, 4, 4), (9, 3, 700, 700)])
+def test_float_to_uint8_matches_the_formula_in_one_piece_or_in_chunks(shape, monkeypatch):
+    from robaug import _image
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(shape, generator=g) * 0.7 + 0.5
+    y.view(-1)[:4] = torch.tensor([-0.1, 1.2, 0.5 / 255, 254.5 / 255])  # clip both sides, round half to even
+    expected = (y.clamp(0, 1) * 255).round().to(torch.uint8)
+    before = y.clone()
+    assert torch.equal(_image.float_to_uint8(y), expected)
+    monkeypatch.setattr(_image, "_UINT8_CHUNK_ELEMENTS", 3)  # force the chunked path, incl. a strided input
+    assert torch.equal(_image.float_to_uint8(y), expected)
+    if y.ndim == 4:
+        assert torch.equal(_image.float_to_uint8(y[::2]), expected[::2])
+    assert torch.equal(y, before)  # input untouched

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from kornia.color import hsv_to_rgb
 from torchvision.transforms.v2 import functional as TF
 
+from .._image import float_to_uint8
 from . import image_ops
 
 __all__ = ["generate_fractals", "sample_ifs", "chaos_game", "MixingSet", "MixingSource"]
@@ -273,10 +274,6 @@ def generate_fractals(
 MixingSource = Union[None, torch.Tensor, str, os.PathLike, Sequence[Any], "torch.utils.data.Dataset[Any]"]
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(0, 1).mul(255).round_().to(torch.uint8)
-
-
 def _fit(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Resize the shorter side to cover ``(height, width)`` and centre-crop (like ``Resize`` + ``CenterCrop``)."""
     h, w = images.shape[-2:]
@@ -380,7 +377,7 @@ class MixingSet:
                     raise TypeError(f"mixing-set tensor must be uint8 or float, got {t.dtype}")
                 if not bool(torch.isfinite(t).all()):
                     raise ValueError("the mixing-set tensor contains NaN or inf")
-                t = _to_uint8(t.float())
+                t = float_to_uint8(t.float())
             self._tensor = t[: self.max_images] if self.max_images else t
             self.kind = "tensor"
         elif isinstance(source, (str, os.PathLike)):
@@ -428,7 +425,7 @@ class MixingSet:
         if self.kind == "tensor":
             src = self._tensor
             chunks = [
-                _to_uint8(_fit(src[i : i + 256].to(device).float().div_(255), height, width))
+                float_to_uint8(_fit(src[i : i + 256].to(device).float().div_(255), height, width))
                 for i in range(0, src.shape[0], 256)
             ]
             return torch.cat(chunks)
@@ -445,7 +442,7 @@ class MixingSet:
         channels = 3 if any(t.shape[0] == 3 for t in items) else 1
         out = torch.empty(len(items), channels, height, width, dtype=torch.uint8)
         for i, t in enumerate(items):
-            out[i] = _to_uint8(_fit(_convert_channels(t.unsqueeze(0), channels), height, width))[0]
+            out[i] = float_to_uint8(_fit(_convert_channels(t.unsqueeze(0), channels), height, width))[0]
         return out.to(device)
 
     def _fractals(self, side: int, device: torch.device) -> torch.Tensor:
@@ -461,7 +458,7 @@ class MixingSet:
 
                 imgs = load_file(str(path))["images"].to(device)
         if imgs is None:
-            imgs = _to_uint8(generate_fractals(self.num_images, render, seed=self.seed, device=device))
+            imgs = float_to_uint8(generate_fractals(self.num_images, render, seed=self.seed, device=device))
             if path is not None:
                 from safetensors.torch import save_file
 
@@ -472,7 +469,7 @@ class MixingSet:
         if render < side:
             imgs = torch.cat(
                 [
-                    _to_uint8(TF.resize(imgs[i : i + 64].float().div_(255), [side, side], antialias=False))
+                    float_to_uint8(TF.resize(imgs[i : i + 64].float().div_(255), [side, side], antialias=False))
                     for i in range(0, imgs.shape[0], 64)
                 ]
             )
@@ -492,7 +489,7 @@ class MixingSet:
             if base is None:
                 base = self._load_rgb(height, width, device)
                 self._cache[base_key] = base
-            cached = _to_uint8(_convert_channels(base.float().div_(255), channels)) if base.shape[1] != channels else base
+            cached = float_to_uint8(_convert_channels(base.float().div_(255), channels)) if base.shape[1] != channels else base
             self._cache[key] = cached
         return cached
 
