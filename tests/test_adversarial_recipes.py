@@ -211,3 +211,16 @@ def test_trades_with_synthetic_data_on_two_gloo_processes(tmp_path, shard_dir):
     h = _hist(out)
     assert len(h) == 3 and all(x["trades_kl"] >= 0 for x in h)
     assert all(torch.isfinite(v).all() for v in load_file(str(out / "model.safetensors")).values())
+
+
+def test_finished_run_gets_the_adversarial_evaluation_without_retraining(tmp_path):
+    kw = {**{k: v for k, v in SMALL.items() if not k.startswith("trades_")}, "steps": 2, "out_dir": str(tmp_path / "r")}
+    first = train(TrainConfig(**kw))
+    assert "adversarial" not in first
+    weights = (tmp_path / "r" / "model.safetensors").read_bytes()
+    again = train(TrainConfig(**kw, eval_pgd=(0.05, 2), eval_adv_images=16))
+    assert again["train_seconds"] == first["train_seconds"] and again["clean_accuracy"] == first["clean_accuracy"]
+    assert again["adversarial"]["images"] == 16 and again["adversarial"]["pgd"]["eps"] == 0.05
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == weights
+    same = train(TrainConfig(**kw, eval_pgd=(0.05, 2), eval_adv_images=16))  # nothing changed: returned as is
+    assert same["adversarial"] == again["adversarial"]

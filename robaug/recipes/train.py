@@ -636,6 +636,8 @@ def _eval_signature(c: dict[str, Any], evaluated: Sequence[str] | None = None) -
     sig["eval_de"] = bool(c.get("eval_de"))
     if sig["eval_de"]:
         sig.update({k: c.get(k) for k in _DE_FIELDS})
+    if c.get("eval_pgd") is not None or c.get("eval_autoattack") is not None:  # adversarial evaluation requested
+        sig.update({k: c.get(k) for k in _ADV_FIELDS})
     return json.dumps(sig, sort_keys=True)
 
 
