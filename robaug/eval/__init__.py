@@ -12,11 +12,11 @@ from .benchmarks import (
     open_corruption_benchmark,
     relative_mce,
 )
-from .corruptions import Corrupt, available_corruptions, corrupt, make_corrupted_dataset
+from .corruptions import Corrupt, FrostImages, available_corruptions, corrupt, make_corrupted_dataset
 
 __all__ = [
     "ALEXNET_ERRORS", "CorruptionResults", "evaluate_corruptions", "evaluate_error", "mce",
     "mean_corruption_error", "open_corruption_benchmark", "relative_mce",
-    "Corrupt", "available_corruptions", "corrupt", "make_corrupted_dataset",
+    "Corrupt", "FrostImages", "available_corruptions", "corrupt", "make_corrupted_dataset",
     "AutoAttackResult", "PGDResult", "autoattack_accuracy", "pgd_accuracy", "pgd_attack",
 ]
