@@ -9,7 +9,7 @@ adversarial test data.
         --preset cifar-wrn40-4 --recipe ipmix_jsd --amp bf16 --channels-last --out-dir runs/c10-ipmix
     # DM-Improves-AT: TRADES on 70% generated + 30% real data, AutoAttack at the end (docs/adversarial.md)
     torchrun --nproc_per_node 8 examples/train_classifier.py --data-root data --preset cifar10-trades-wrn28-10 \\
-        --synthetic-data data/cifar10-1m --epochs 400 --out-dir runs/c10-trades-1m
+        --synthetic-data data/cifar10-1m --steps 39200 --out-dir runs/c10-trades-1m   # the paper's 400 epochs
 
 The logic lives in robaug.recipes (train.py: the loop; augment.py: the recipes; cli.py: these flags).
 """

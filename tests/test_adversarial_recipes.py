@@ -224,3 +224,17 @@ def test_finished_run_gets_the_adversarial_evaluation_without_retraining(tmp_pat
     assert (tmp_path / "r" / "model.safetensors").read_bytes() == weights
     same = train(TrainConfig(**kw, eval_pgd=(0.05, 2), eval_adv_images=16))  # nothing changed: returned as is
     assert same["adversarial"] == again["adversarial"]
+
+
+def test_reevaluating_a_synthetic_run_does_not_need_the_generated_set(tmp_path, shard_dir):
+    import shutil
+
+    npz = tmp_path / "syn.npz"
+    shutil.copy(shard_dir / "syn.npz", npz)
+    kw = {**{k: v for k, v in SMALL.items() if not k.startswith("trades_")}, "steps": 2, "synthetic_fraction": 0.5,
+          "synthetic_data": str(npz), "out_dir": str(tmp_path / "r")}
+    first = train(TrainConfig(**kw))
+    npz.unlink()  # moved away after training: only the evaluation settings change below
+    again = train(TrainConfig(**kw, eval_pgd=(0.05, 2), eval_adv_images=16))
+    assert again["train_seconds"] == first["train_seconds"] and again["synthetic_images"] == first["synthetic_images"]
+    assert again["adversarial"]["images"] == 16

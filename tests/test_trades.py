@@ -200,3 +200,20 @@ def test_objective_terms():
     torch.testing.assert_close(loss, terms["ce"] + terms["trades_kl"])
     _, same = trades_objective(lc, lc, y, beta=3.0)
     assert float(same["trades_kl"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_attack_moves_under_fp16_autocast_where_the_gradients_underflow():
+    # a model with tiny input gradients: unscaled, the fp16 backward flushes them to zero and the attack stalls
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(1e-3)
+    x = torch.rand(32, 1, 8, 8)
+    start = (x + (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 1) * 0.1).clamp(0, 1)
+    moved = {}
+    for fp16 in (False, True):
+        with torch.autocast("cpu", dtype=torch.float16, enabled=fp16):
+            x_adv = trades_attack(model, x, eps=0.1, step_size=0.02, steps=3, generator=torch.Generator().manual_seed(0))
+        moved[fp16] = ((x_adv - start).abs() > 1e-6).float().mean().item()
+        assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    assert moved[False] > 0.9 and moved[True] > 0.9

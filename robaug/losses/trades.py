@@ -133,11 +133,14 @@ def trades_attack(
             x_adv = (x + (2.0 * _rand("rand", x, generator) - 1.0) * eps).clamp_(0.0, 1.0)
         else:
             x_adv = x + 0.001 * _rand("randn", x, generator)
+        grad_scale = _fp16_grad_scale(x.device)
         for _ in range(int(steps)):
             x_adv.requires_grad_(True)
             logp_adv = F.log_softmax(model(x_adv).float(), dim=1)
             kl = F.kl_div(logp_adv, p_natural, reduction="sum")
-            (grad,) = torch.autograd.grad(kl, [x_adv])
+            (grad,) = torch.autograd.grad(kl * grad_scale, [x_adv])
+            if grad_scale != 1.0:
+                grad = torch.nan_to_num(grad, nan=0.0)  # an overflow only loses that element's step
             x_adv = x_adv.detach()
             if norm == "linf":
                 x_adv = x_adv + step_size * grad.sign()
@@ -150,6 +153,16 @@ def trades_attack(
                 delta = delta * (eps / d_norm.clamp_min(1e-12)).clamp(max=1.0)
                 x_adv = x + delta
     return x_adv.clamp(0.0, 1.0).detach()
+
+
+def _fp16_grad_scale(device: torch.device) -> float:
+    """A constant loss scale for the attack's input gradient under fp16 autocast, where the small KL gradients
+    of the first steps underflow to zero in the half-precision backward (the step uses only the gradient's
+    sign or direction, so the scale changes nothing else); 1 otherwise."""
+    kind = device.type
+    if torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.float16:
+        return 2.0**16
+    return 1.0
 
 
 def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ViT-B/16: AdamW with warm-up and label smoothing (a plain DeiT-style setting, not the full DeiT-III recipe)
     # Wang et al. 2023 (DM-Improves-AT) CIFAR-10 l_inf: WRN-28-10-SiLU, TRADES beta 5 (PGD-10, 8/255, step 2/255),
     # batch 512 (70% generated), SGD-Nesterov lr 0.2, wd 5e-4, label smoothing 0.1, EMA 0.995; the paper trains
-    # 400 epochs (set --epochs/--steps) with --synthetic-data pointing at the generated set (1m.npz or a shard folder)
+    # 400 of its epochs of ceil(50000 / 512) = 98 steps: --steps 39200 (robaug's --epochs counts passes over the real
+    # data, 324 steps here), with --synthetic-data pointing at the generated set (1m.npz or a shard folder)
     "cifar10-trades-wrn28-10": dict(dataset="cifar10", model="wrn_28_10", model_kwargs={"activation": "silu"},
                                     recipe="trades", batch_size=512, lr=0.2, weight_decay=5e-4, nesterov=True,
                                     label_smoothing=0.1, ema_decay=0.995, trades_beta=5.0, trades_eps=8 / 255,

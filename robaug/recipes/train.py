@@ -392,7 +392,7 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
                               download=cfg.download, img_size=cfg.img_size)
     num_real = len(train_ds)
     num_synthetic = 0
-    if cfg.synthetic_data is not None:
+    if cfg.synthetic_data is not None and reevaluate is None:  # a re-evaluation needs neither the file nor the copy
         if not isinstance(train_ds, TensorImages):
             raise ValueError("synthetic_data: mixing generated images is implemented for in-memory datasets "
                              "(Fashion-MNIST, CIFAR), not for ImageFolder trees")
@@ -411,7 +411,7 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     sample_tf = SampleAugment(info, spec, train=True, base=not base_on_device, mixer_in_worker=mixer_in_workers,
                               ipmix_kwargs=cfg.ipmix_kwargs, augmix_severity=cfg.augmix_severity) if use_loader else None
 
-    if in_memory and not use_loader and d.device.type == "cuda":
+    if in_memory and not use_loader and d.device.type == "cuda" and reevaluate is None:
         # CIFAR-size uint8 sets fit on the GPU: batches are then gathered there, no host-device copies
         train_ds = TensorImages(train_ds.images.to(d.device), train_ds.labels.to(d.device))  # type: ignore[union-attr]
     if num_synthetic:
