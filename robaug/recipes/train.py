@@ -412,8 +412,14 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
                               ipmix_kwargs=cfg.ipmix_kwargs, augmix_severity=cfg.augmix_severity) if use_loader else None
 
     if in_memory and not use_loader and d.device.type == "cuda" and reevaluate is None:
-        # CIFAR-size uint8 sets fit on the GPU: batches are then gathered there, no host-device copies
-        train_ds = TensorImages(train_ds.images.to(d.device), train_ds.labels.to(d.device))  # type: ignore[union-attr]
+        # CIFAR-size uint8 sets fit on the GPU: batches are then gathered there, no host-device copies. Large sets
+        # (millions of generated images) stay on the host and each batch is gathered there and copied.
+        budget = torch.cuda.get_device_properties(d.device).total_memory // 4
+        if train_ds.images.numel() <= budget:  # type: ignore[union-attr]
+            train_ds = TensorImages(train_ds.images.to(d.device), train_ds.labels.to(d.device))  # type: ignore[union-attr]
+        else:
+            _log(f"training set of {train_ds.images.numel() / 2**30:.1f} GiB kept in host memory "  # type: ignore[union-attr]
+                 "(more than a quarter of the GPU's)", d)
     if num_synthetic:
         # an epoch is one pass over the real data at its share of every batch
         steps_per_epoch = num_real // (cfg.batch_size - synthetic_count(cfg.batch_size, cfg.synthetic_fraction))
