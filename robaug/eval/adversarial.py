@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._perturb import draw_like, l2_norm, per_sample, project_linf, uniform_linf_start
+
 __all__ = ["PGDResult", "AutoAttackResult", "pgd_attack", "pgd_accuracy", "autoattack_accuracy"]
 
 _NORMS = ("linf", "l2")
@@ -71,16 +73,6 @@ def _norm_key(norm: str) -> str:
     return key
 
 
-def _draw(kind: str, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    dev = generator.device if generator is not None else x.device
-    fn = torch.rand if kind == "rand" else torch.randn
-    return fn(x.shape, generator=generator, device=dev, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
-
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
-
-
 def _loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-sample loss to maximise."""
     logits = logits.float()
@@ -93,20 +85,20 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     if norm == "linf":
-        return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+        return project_linf(x_adv, x, eps)
     delta = x_adv - x
-    n = _per_sample(delta.flatten(1).norm(dim=1), delta)
+    n = l2_norm(delta)
     delta = delta * (eps / n.clamp_min(1e-12)).clamp(max=1.0)
     return (x + delta).clamp_(0.0, 1.0)  # clamping only shrinks |delta_i|: still in the ball
 
 
 def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
     if norm == "linf":
-        return (x + (2.0 * _draw("rand", x, generator) - 1.0) * eps).clamp_(0.0, 1.0)
-    d = _draw("randn", x, generator)
-    d = d / _per_sample(d.flatten(1).norm(dim=1).clamp_min(1e-12), d)
+        return uniform_linf_start(x, eps, generator)
+    d = draw_like("randn", x, generator)
+    d = d / l2_norm(d).clamp_min(1e-12)
     r = torch.rand(x.shape[0], generator=generator, device=generator.device if generator is not None else x.device)
-    return _project(x + d * _per_sample(r.to(x.device, x.dtype), x) * eps, x, eps, norm)
+    return _project(x + d * per_sample(r.to(x.device, x.dtype), x) * eps, x, eps, norm)
 
 
 def pgd_attack(
@@ -149,16 +141,16 @@ def pgd_attack(
                     (grad,) = torch.autograd.grad(_loss(logits, y, loss).sum(), [x_adv])
             x_adv = x_adv.detach()
             fooled = correct & ~ok  # first success per sample is kept
-            best = torch.where(_per_sample(fooled, x), x_adv, best)
+            best = torch.where(per_sample(fooled, x), x_adv, best)
             correct = correct & ok
             if k == steps:
                 break
             if norm == "linf":
                 step = grad.sign()
             else:
-                step = grad / _per_sample(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+                step = grad / l2_norm(grad).clamp_min(1e-12)
             x_adv = _project(x_adv + a * step, x, eps, norm)
-        best = torch.where(_per_sample(correct, x), x_adv, best)
+        best = torch.where(per_sample(correct, x), x_adv, best)
     return best, correct
 
 

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._perturb import draw_like, l2_norm, project_linf, uniform_linf_start
+
 __all__ = [
     "TRADESLoss",
     "TRADESOutput",
@@ -90,18 +92,6 @@ def _check(x: torch.Tensor, eps: float, step_size: float, steps: int, norm: str)
         raise ValueError(f"eps, step_size must be >= 0 and steps a non-negative int, got {eps}, {step_size}, {steps}")
 
 
-def _rand(kind: str, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """``torch.rand``/``randn`` of ``x``'s shape, drawn with ``generator`` (on its device), on ``x``'s device."""
-    dev = generator.device if generator is not None else x.device
-    fn = torch.rand if kind == "rand" else torch.randn
-    return fn(x.shape, generator=generator, device=dev, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
-
-
-def _flat_norm(t: torch.Tensor) -> torch.Tensor:
-    """Per-sample l2 norm, shaped to broadcast against ``t``."""
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
-
-
 def trades_attack(
     model: nn.Module,
     x: torch.Tensor,
@@ -130,9 +120,9 @@ def trades_attack(
                 p_natural = F.softmax(model(x).float(), dim=1)
         p_natural = p_natural.detach()
         if norm == "linf":
-            x_adv = (x + (2.0 * _rand("rand", x, generator) - 1.0) * eps).clamp_(0.0, 1.0)
+            x_adv = uniform_linf_start(x, eps, generator)
         else:
-            x_adv = x + 0.001 * _rand("randn", x, generator)
+            x_adv = x + 0.001 * draw_like("randn", x, generator)
         grad_scale = _fp16_grad_scale(x.device)
         for _ in range(int(steps)):
             x_adv.requires_grad_(True)
@@ -144,12 +134,12 @@ def trades_attack(
             x_adv = x_adv.detach()
             if norm == "linf":
                 x_adv = x_adv + step_size * grad.sign()
-                x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+                x_adv = project_linf(x_adv, x, eps)
             else:
-                g_norm = _flat_norm(grad)
-                direction = torch.where(g_norm > 0, grad / g_norm.clamp_min(1e-30), _rand("randn", x, generator))
+                g_norm = l2_norm(grad)
+                direction = torch.where(g_norm > 0, grad / g_norm.clamp_min(1e-30), draw_like("randn", x, generator))
                 delta = (x_adv + step_size * direction).clamp_(0.0, 1.0) - x
-                d_norm = _flat_norm(delta)
+                d_norm = l2_norm(delta)
                 delta = delta * (eps / d_norm.clamp_min(1e-12)).clamp(max=1.0)
                 x_adv = x + delta
     return x_adv.clamp(0.0, 1.0).detach()
