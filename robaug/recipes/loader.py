@@ -65,21 +65,31 @@ class ShardedBatchSampler(Sampler[list]):
         self.n, self.global_batch, self.seed, self.epoch = n, global_batch, seed, epoch
         self.rank, self.world_size = rank, world_size
         self.local = global_batch // world_size
-        self.steps_per_epoch = n // global_batch
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"the dataset has {n} samples, fewer than one global batch of {global_batch}")
+        self.steps_per_epoch = self._count_steps()
         self.start = start
         self.stop = self.steps_per_epoch if stop is None else min(stop, self.steps_per_epoch)
         self.with_seeds = with_seeds
 
+    def _count_steps(self) -> int:
+        steps = self.n // self.global_batch
+        if steps < 1:
+            raise ValueError(f"the dataset has {self.n} samples, fewer than one global batch of {self.global_batch}")
+        return steps
+
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
+
+    def global_batch_indices(self, step: int, perm: torch.Tensor | None = None) -> torch.Tensor:
+        """The global batch of ``step`` (indices into the dataset), all processes' shares in order."""
+        if perm is None:
+            perm = epoch_permutation(self.n, self.seed, self.epoch)
+        return perm[step * self.global_batch:(step + 1) * self.global_batch]
 
     def __iter__(self) -> Iterator[list]:
         perm = epoch_permutation(self.n, self.seed, self.epoch)
         lo = self.rank * self.local
         for step in range(self.start, self.stop):
-            idx = perm[step * self.global_batch + lo: step * self.global_batch + lo + self.local].tolist()
+            idx = self.global_batch_indices(step, perm)[lo:lo + self.local].tolist()
             if self.with_seeds:
                 yield [(i, derive_seed(self.seed, "sample", self.epoch, step, lo + k)) for k, i in enumerate(idx)]
             else:
@@ -94,7 +104,7 @@ def synthetic_count(global_batch: int, fraction: float) -> int:
     return n
 
 
-class MixedBatchSampler(Sampler[list]):
+class MixedBatchSampler(ShardedBatchSampler):
     """Global batches of ``n_real`` real + ``n_syn = round(fraction * B)`` synthetic samples (DM-Improves-AT).
 
     Indices ``[0, num_real)`` are the real set, ``[num_real, num_real + num_synthetic)`` the generated set (one
@@ -121,26 +131,20 @@ class MixedBatchSampler(Sampler[list]):
         stop: int | None = None,
         with_seeds: bool = True,
     ) -> None:
-        if global_batch % world_size:
-            raise ValueError(f"the global batch size {global_batch} must be divisible by the {world_size} processes")
         if num_synthetic < 1:
             raise ValueError("the synthetic dataset is empty")
         self.num_real, self.num_synthetic = int(num_real), int(num_synthetic)
-        self.global_batch, self.seed, self.epoch = int(global_batch), seed, epoch
         self.n_syn = synthetic_count(global_batch, fraction)
         self.n_real = global_batch - self.n_syn
-        self.rank, self.world_size = rank, world_size
-        self.local = global_batch // world_size
-        self.steps_per_epoch = self.num_real // self.n_real
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"the real dataset has {num_real} samples, fewer than the {self.n_real} real samples "
-                             "of one batch")
-        self.start = start
-        self.stop = self.steps_per_epoch if stop is None else min(stop, self.steps_per_epoch)
-        self.with_seeds = with_seeds
+        super().__init__(self.num_real, int(global_batch), seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                         start=start, stop=stop, with_seeds=with_seeds)
 
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+    def _count_steps(self) -> int:
+        steps = self.num_real // self.n_real
+        if steps < 1:
+            raise ValueError(f"the real dataset has {self.num_real} samples, fewer than the {self.n_real} real "
+                             "samples of one batch")
+        return steps
 
     def global_batch_indices(self, step: int, perm: torch.Tensor | None = None) -> torch.Tensor:
         """The shuffled global batch of ``step`` (indices into the concatenated real + synthetic set)."""
@@ -151,16 +155,6 @@ class MixedBatchSampler(Sampler[list]):
         syn = self.num_real + torch.randint(self.num_synthetic, (self.n_syn,), generator=g)
         both = torch.cat([real, syn])
         return both[torch.randperm(self.global_batch, generator=g)]
-
-    def __iter__(self) -> Iterator[list]:
-        perm = epoch_permutation(self.num_real, self.seed, self.epoch)
-        lo = self.rank * self.local
-        for step in range(self.start, self.stop):
-            idx = self.global_batch_indices(step, perm)[lo:lo + self.local].tolist()
-            if self.with_seeds:
-                yield [(i, derive_seed(self.seed, "sample", self.epoch, step, lo + k)) for k, i in enumerate(idx)]
-            else:
-                yield idx
 
 
 class SampleDataset(Dataset):

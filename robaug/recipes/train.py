@@ -499,7 +499,7 @@ def _train(cfg: TrainConfig, d: _Dist) -> dict[str, Any]:
     while step < total_steps:
         epoch, first = divmod(step, steps_per_epoch)
         stop = min(steps_per_epoch, first + (total_steps - step))
-        sampler: ShardedBatchSampler | MixedBatchSampler
+        sampler: ShardedBatchSampler
         if num_synthetic:
             sampler = MixedBatchSampler(num_real, num_synthetic, cfg.batch_size, cfg.synthetic_fraction, seed=cfg.seed,
                                         epoch=epoch, rank=d.rank, world_size=d.world_size, start=first, stop=stop,
