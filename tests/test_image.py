@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from robaug._image import to_float_batch
+from robaug._core.image import to_float_batch
 
 
 def test_uint8_round_trip_is_exact_and_rounds_not_truncates():
@@ -55,7 +55,7 @@ def test_bad_input_has_clear_errors(bad, err, match):
 
 @pytest.mark.parametrize("shape", [(7,), (5, 1, 4, 4), (9, 3, 700, 700)])
 def test_float_to_uint8_matches_the_formula_in_one_piece_or_in_chunks(shape, monkeypatch):
-    from robaug import _image
+    from robaug._core import image as _image
 
     g = torch.Generator().manual_seed(0)
     y = torch.randn(shape, generator=g) * 0.7 + 0.5

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._image import to_float_batch
+from .._core.image import to_float_batch
 from .corruptions import BENCHMARK_CORRUPTIONS, CORRUPTION_FAMILIES, EXTRA_CORRUPTIONS
 
 __all__ = [

@@ -71,7 +71,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import is_pure_tensor
 
-from .._image import to_float_batch
+from .._core.image import to_float_batch
 from ._cv_ops import box_blur3, canny, chamfer_distance, equalize_hist, linear_resize_matrix
 
 __all__ = [

@@ -26,7 +26,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
-from robaug._image import to_float_batch
+from robaug._core.image import to_float_batch
 from robaug.diffusion.denoiser import Denoiser
 
 __all__ = ["DiffAug", "DiffAugEnsemble", "diffuse_and_denoise"]

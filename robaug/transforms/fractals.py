@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from kornia.color import hsv_to_rgb
 from torchvision.transforms.v2 import functional as TF
 
-from .._image import float_to_uint8
+from .._core.image import float_to_uint8
 from . import image_ops
 
 __all__ = ["generate_fractals", "sample_ifs", "chaos_game", "MixingSet", "MixingSource"]

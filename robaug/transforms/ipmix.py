@@ -41,7 +41,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 
-from .._image import to_float_batch
+from .._core.image import to_float_batch
 from . import image_ops as O
 from .fractals import MixingSet, MixingSource, _random_bytes
 
