@@ -106,7 +106,7 @@ def to_gray(x: torch.Tensor) -> torch.Tensor:
     return rgb_to_grayscale(x, rgb_weights=torch.tensor(LUMA, device=x.device, dtype=x.dtype))
 
 
-# Own HSV: kornia's rgb_to_hsv adds an eps to the denominators (saturation of dark pixels differs by up to 3e-4).
+# Own HSV: kornia's rgb_to_hsv adds an eps to its denominators (brightness of pixels below 1/255 moves by up to 1e-4).
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     """scikit-image's rgb2hsv on ``(B, 3, H, W)``; hue in [0, 1), hue 0 for grey pixels."""
     r, g, b = x.unbind(1)

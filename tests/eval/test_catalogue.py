@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+import torch
+
 from robaug.eval import corruptions as C
 
 NAMES = C.available_corruptions()
@@ -25,3 +29,32 @@ def test_names_and_tables():
     assert C.CORRUPTION_PARAMS["gaussian_noise"] == (0.04, 0.06, 0.08, 0.09, 0.10)
     assert C.CORRUPTION_PARAMS["jpeg_compression"] == (80, 65, 58, 50, 40)
     assert C.CORRUPTION_PARAMS["motion_blur"][4] == (9, 2.5)
+
+
+def test_registry_is_the_one_table_behind_the_public_names():
+    from robaug.eval import catalogue as K
+
+    assert K.CORRUPTIONS.names() == C.available_corruptions() == list(K.BENCHMARK_CORRUPTIONS + K.EXTRA_CORRUPTIONS)
+    assert K.CORRUPTIONS.names(lambda n, s: s.benchmark) == list(C.BENCHMARK_CORRUPTIONS)
+    for name in NAMES:
+        spec = K.CORRUPTIONS[name]
+        assert spec.family == C.CORRUPTION_FAMILIES[name] and spec.params == C.CORRUPTION_PARAMS[name]
+        assert [spec.param(s) for s in K.SEVERITIES] == list(C.CORRUPTION_PARAMS[name])
+    assert {K.CORRUPTIONS[n].family for n in NAMES} == {"noise", "blur", "weather", "digital"}
+    # the catalogue applies the operation with the severity's parameter: the same numbers as corrupt()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for name in ("gaussian_noise", "motion_blur", "fog", "elastic_transform"):
+        ref = C.corrupt(x, name, 4, generator=torch.Generator().manual_seed(1))
+        out = K.apply_corruption(x, name, 4, torch.Generator().manual_seed(1))
+        assert torch.equal(out, ref), name
+
+
+def test_unknown_names_and_severities_are_named_in_the_error():
+    from robaug.eval import catalogue as K
+
+    with pytest.raises(ValueError, match=r"unknown corruption 'gaussian_nosie'; did you mean 'gaussian_noise'"):
+        K.corruption_param("gaussian_nosie", 1)
+    for bad in (0, 6, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="severity must be an int in 1..5"):
+            K.corruption_param("fog", bad)
+    assert K.corruption_param("fog", np.int64(5)) == (1.5, 1.75)

@@ -1,7 +1,10 @@
-"""Tests for robaug.eval.corruptions: corrupt / Corrupt / make_corrupted_dataset on every corruption (determinism, ranges, shapes,
-severity ordering, input types, errors, the -C set builder)."""
+"""Tests for robaug.eval.corruptions: corrupt / Corrupt / make_corrupted_dataset on every corruption (determinism,
+ranges, shapes, severity ordering, input types, errors, the generator policy, the -C set builder)."""
 
 from __future__ import annotations
+
+import os
+import stat
 
 import numpy as np
 import PIL.Image
@@ -130,3 +133,38 @@ def test_make_corrupted_dataset_in_memory_and_npy(tmp_path):
     xb, yb = next(disk.batches("gaussian_noise", 5, batch_size=10))
     torch.testing.assert_close(xb, imgs.float() / 255)
     assert yb.tolist() == list(range(10))
+
+
+def test_generator_must_be_a_torch_generator():
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        C.corrupt(_images(3, 16), "fog", 1, generator=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", NAMES)
+def test_cpu_generator_with_cuda_images_draws_the_cpu_numbers(name):  # pragma: no cover - needs a GPU
+    # robaug._core.rng's policy: draw on the generator's device and move the numbers to the images' device, so a
+    # CPU generator gives the CPU result on CUDA images (up to float differences between the devices' kernels)
+    x = _images(3, 32, n=3)
+    ref = C.corrupt(x, name, 4, generator=torch.Generator().manual_seed(7))
+    out = C.corrupt(x.cuda(), name, 4, generator=torch.Generator().manual_seed(7))
+    assert out.device.type == "cuda"
+    close = (out.cpu() - ref).abs() <= 1e-4
+    # pixel shuffles and thresholds may flip a few pixels where a float difference crosses a rounding boundary
+    assert close.float().mean() > 0.99, name
+    same_device = C.corrupt(x.cuda(), name, 4, generator=torch.Generator("cuda").manual_seed(7))
+    assert same_device.shape == x.shape
+
+
+def test_corrupted_set_files_are_written_atomically_with_the_umask(tmp_path):
+    x = (_images(1, 16, n=4) * 255).round().to(torch.uint8)
+    old = os.umask(0o027)
+    try:
+        C.make_corrupted_dataset(x, torch.arange(4), ["contrast"], severities=(1,), out_dir=tmp_path)
+    finally:
+        os.umask(old)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["contrast.npy", "labels.npy", "meta.json"]  # no temporary file left behind
+    for p in tmp_path.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640, p.name

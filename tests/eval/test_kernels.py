@@ -57,3 +57,61 @@ def test_clipped_zoom_matches_crop_and_corner_aligned_resize(zoom):
     trim = (out_size - h) // 2
     ref = z[..., trim: trim + h, trim: trim + h]
     torch.testing.assert_close(K.clipped_zoom(x, zoom), ref, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------- kornia replacements (tolerances)
+
+
+@pytest.mark.parametrize("sigma,truncate", [(0.05, 4.0), (0.35, 4.0), (0.7, 4.0), (1.0, 3.0), (2.5, 4.0), (6.4, 3.0)])
+def test_gaussian_kernel_from_kornia_is_the_hand_written_scipy_kernel(sigma, truncate):
+    # tolerance 0: kornia's get_gaussian_kernel1d in float64, normalised and cast to float32, is bit-identical to
+    # the kernel robaug wrote by hand before, exp(-(t / sigma)^2 / 2) / sum over t = -r..r, r = int(truncate sigma + 0.5)
+    r = int(truncate * sigma + 0.5)
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    old = torch.exp(-0.5 * (t / sigma) ** 2)
+    old = (old / old.sum()).float()
+    assert torch.equal(K.gaussian_kernel1d(sigma, truncate, torch.device("cpu")), old)
+    # and it is scipy.ndimage's kernel (the response to a unit impulse), to float32 precision
+    from scipy import ndimage
+
+    impulse = np.zeros(2 * r + 1)
+    impulse[r] = 1.0
+    ref = ndimage.gaussian_filter1d(impulse, sigma, truncate=truncate, mode="constant")
+    np.testing.assert_allclose(old.double().numpy(), ref, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "reflect", "mirror"])
+def test_gaussian_filter_matches_scipy(mode):
+    # tolerance 1e-6 (float32 convolution against scipy's float64); sigma 3 on 8x8 pads wider than the image
+    from scipy import ndimage
+
+    x = torch.rand(2, 1, 8, 11, generator=torch.Generator().manual_seed(0))
+    for sigma in (0.6, 3.0):
+        out = K.gaussian_filter(x, sigma, 4.0, mode)
+        ref = ndimage.gaussian_filter(x.double().numpy(), (0, 0, sigma, sigma), truncate=4.0, mode=mode)
+        np.testing.assert_allclose(out.double().numpy(), ref, atol=1e-6, rtol=0)
+
+
+def test_luma_from_kornia_matches_the_weighted_sum():
+    # tolerance 2.4e-7 (two float32 ulps at 1): kornia's rgb_to_grayscale with the ITU-R 601 weights against the
+    # hand-written (x * w).sum(1) it replaced (the two add the products in a different order)
+    x = torch.rand(16, 3, 20, 20, generator=torch.Generator().manual_seed(1))
+    ref = (x * torch.tensor(K.LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    torch.testing.assert_close(K.to_gray(x), ref, atol=2.4e-7, rtol=0)
+    grey = x[:, :1]
+    assert K.to_gray(grey) is grey
+
+
+def test_hsv_is_kept_because_kornia_differs_on_dark_pixels():
+    # the reason robaug keeps its own HSV: scikit-image's rgb2hsv (robaug's) is exact on very dark pixels,
+    # kornia's adds an eps to the denominators
+    import colorsys
+
+    import kornia
+
+    x = torch.tensor([2e-5, 1e-5, 1.5e-5]).view(1, 3, 1, 1)
+    ref = colorsys.rgb_to_hsv(*x.flatten().tolist())
+    ours = K.rgb_to_hsv(x).flatten().tolist()
+    np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+    theirs = kornia.color.rgb_to_hsv(x).flatten()
+    assert abs(float(theirs[1]) - ref[1]) > 1e-4
