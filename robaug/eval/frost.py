@@ -14,7 +14,7 @@ import torch
 
 from .._core import rng
 from ._cv_ops import linear_resize_matrix
-from .kernels import REF_SIZE, gaussian_filter, plasma_fractal, size_scale
+from .kernels import REF_SIZE, gaussian_filter, plasma_fractal, quantize, size_scale
 
 __all__ = ["FROST_RESIZE", "FrostImages", "as_frost_images", "procedural_frost"]
 
@@ -151,7 +151,7 @@ class FrostImages:
                 ah = linear_resize_matrix(photo.shape[1], factor)
                 aw = linear_resize_matrix(photo.shape[2], factor)
                 r = ah @ photo @ aw.T
-                resized.append(r.clamp(0, 1).mul(255).round().div(255) if quantized else r.clamp(0, 1))
+                resized.append(quantize(r) if quantized else r.clamp(0, 1))
             sizes = [(r.shape[1], r.shape[2]) for r in resized]
             hm, wm = max(s[0] for s in sizes), max(s[1] for s in sizes)
             stack = torch.zeros(len(resized), 3, hm, wm)
