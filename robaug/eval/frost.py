@@ -1,6 +1,6 @@
-"""Frost: the reference's photographs (:class:`FrostImages`, user-supplied; Hendrycks & Dietterich did not
-license them for redistribution) or a procedural frost-like texture (:func:`procedural_frost`), both giving a
-``(B, 3, H, W)`` layer in [0, 1] that the ``frost`` corruption blends as ``clip(c0 x + c1 layer)``."""
+"""Frost: the reference's photographs (:class:`FrostImages`, supplied by the user: robaug does not ship them) or a
+procedural frost-like texture (:func:`procedural_frost`), both giving a ``(B, 3, H, W)`` layer in [0, 1] that the
+``frost`` corruption blends as ``clip(c0 x + c1 layer)``."""
 
 from __future__ import annotations
 
