@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from ._core import rng
+
 
 def draw_like(kind: str, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """``torch.rand`` (``kind="rand"``) or ``randn`` of ``x``'s shape, drawn with ``generator`` (on its
-    device, float32), returned on ``x``'s device and dtype."""
-    dev = generator.device if generator is not None else x.device
-    fn = torch.rand if kind == "rand" else torch.randn
-    return fn(x.shape, generator=generator, device=dev, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+    device, float32; :mod:`robaug._core.rng`), returned on ``x``'s device and dtype."""
+    draw = rng.rand if kind == "rand" else rng.randn
+    return draw(x.shape, generator, x.device, x.dtype)
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

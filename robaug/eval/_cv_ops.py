@@ -12,8 +12,11 @@ direct computations of OpenCV's documented algorithms):
 - :func:`linear_resize_matrix`: the weights of ``cv2.resize(img, (0, 0), fx=f, fy=f)`` (``INTER_LINEAR``)
   along one axis.
 
-kornia has ``kornia.filters.canny`` and ``kornia.contrib.distance_transform``, but they compute other things
-(an L2 gradient magnitude after a Gaussian blur; a soft-minimum approximation of the Euclidean distance).
+kornia has counterparts, but they compute other things, so these stay:
+``kornia.filters.canny`` (an L2 gradient magnitude after a Gaussian blur), ``kornia.contrib.distance_transform``
+(a soft-minimum approximation of the Euclidean distance), ``kornia.enhance.equalize`` (PIL's lookup table, not
+OpenCV's: up to 59 grey levels apart), ``kornia.filters.box_blur`` (float32 sums of ninths fall just below whole
+numbers, and the ``floor`` that follows in spatter then loses a grey level; :func:`box_blur3` sums in float64).
 """
 
 from __future__ import annotations

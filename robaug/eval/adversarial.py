@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._core import rng
+from .._core.modules import module_device
 from .._perturb import draw_like, l2_norm, per_sample, project_linf, uniform_linf_start
 
 __all__ = ["PGDResult", "AutoAttackResult", "pgd_attack", "pgd_accuracy", "autoattack_accuracy"]
@@ -97,8 +99,8 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Gener
         return uniform_linf_start(x, eps, generator)
     d = draw_like("randn", x, generator)
     d = d / l2_norm(d).clamp_min(1e-12)
-    r = torch.rand(x.shape[0], generator=generator, device=generator.device if generator is not None else x.device)
-    return _project(x + d * per_sample(r.to(x.device, x.dtype), x) * eps, x, eps, norm)
+    r = rng.rand((x.shape[0],), generator, x.device, x.dtype)
+    return _project(x + d * per_sample(r, x) * eps, x, eps, norm)
 
 
 def pgd_attack(
@@ -168,10 +170,7 @@ def _as_float_images(x: torch.Tensor) -> torch.Tensor:
 
 
 def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+    return torch.device(device) if device is not None else module_device(model)
 
 
 def pgd_accuracy(
