@@ -16,7 +16,11 @@ from torchvision.transforms.v2 import functional as TF
 from robaug.losses.jsd import JSDLoss
 from robaug.transforms import image_ops as O
 from robaug.transforms.fractals import MixingSet
-from robaug.transforms.ipmix import IMAGE_OPS, IPMIX_PRESETS, MIXING_OPS, IPMix, _Rng
+from robaug._core.rng import Rng
+from robaug.transforms.ipmix import IMAGE_OPS, IPMIX_PRESETS, MIXING_OPS, IPMix
+from robaug.transforms.ipmix import plan as ipmix_plan
+from robaug.transforms.ipmix.ops import image_ops, mix_patches
+from robaug.transforms.ipmix.plan import op_params, patch_pixels, step_params
 
 MIX = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # small mixing set for speed
 
@@ -161,13 +165,13 @@ def test_dataloader_workers_give_different_augmentations():
 
 def test_jsd_triple_for_a_single_image_and_a_batch(monkeypatch):
     calls = []
-    original = IPMix._pictures
+    original = ipmix_plan.pictures
 
-    def spy(self, u):
-        calls.append(original(self, u))
+    def spy(u, num_pics):
+        calls.append(original(u, num_pics))
         return calls[-1]
 
-    monkeypatch.setattr(IPMix, "_pictures", spy)
+    monkeypatch.setattr(ipmix_plan, "pictures", spy)
     img = _batch(1)[0]
     clean, v1, v2_ = make(num_views=2, generator=_gen(0))(img)
     assert clean is img and v1.shape == v2_.shape == img.shape
@@ -214,10 +218,10 @@ def test_batch_output_is_what_jsd_losses_split():
 def test_presets_and_overrides():
     t = make(preset="imagenet")
     assert (t.beta, t.severity, t.partner_aug_prob) == (4.0, 1.0, 0.5)
-    assert t._patch_pixels(224, 224) == ([4, 8, 16, 32, 64, 224], [4, 8, 16, 32, 64, 224])
+    assert patch_pixels(t.patch_sizes, 224, 224) == ([4, 8, 16, 32, 64, 224], [4, 8, 16, 32, 64, 224])
     c = make()
     assert (c.beta, c.severity, c.partner_aug_prob) == (3.0, 3.0, 0.0)
-    assert c._patch_pixels(32, 32) == ([4, 8, 16, 32], [4, 8, 16, 32])
+    assert patch_pixels(c.patch_sizes, 32, 32) == ([4, 8, 16, 32], [4, 8, 16, 32])
     assert make(preset="imagenet", beta=2.0, severity=3).beta == 2.0
     assert set(IPMIX_PRESETS) == {"cifar", "imagenet"}
 
@@ -233,13 +237,13 @@ def test_image_ops_use_augmix_scalings(all_ops):
     op = np.arange(n) % len(ops)
     level_u = ((np.arange(n) // len(ops) + 0.5) / reps).astype(np.float32)  # every op at levels across [0.1, severity]
     sign_u = np.random.default_rng(0).random(n).astype(np.float32)
-    prm = t._op_params(op, level_u, sign_u, 24, 20)
+    prm = op_params(t, op, level_u, sign_u, 24, 20)
     group = t._op2group.numpy()[op]
     order = np.argsort(group, kind="stable")
     counts = np.bincount(group, minlength=20).tolist()
     out = torch.empty_like(x)
     rows = torch.from_numpy(order)
-    t._image_ops(x, rows, out, rows, torch.from_numpy(prm[order]), counts)
+    image_ops(x, rows, out, rows, torch.from_numpy(prm[order]), counts)
 
     B = InterpolationMode.BILINEAR
     for i in range(n):
@@ -282,7 +286,7 @@ def test_image_ops_use_augmix_scalings(all_ops):
 
 
 def test_patch_mixes_follow_the_official_formulas():
-    """``_mix`` against the official add/multiply/random_pixels/random_elems (then clipped, pasted in the patch)."""
+    """``mix_patches`` against the official add/multiply/random_pixels/random_elems (then clipped, pasted in the patch)."""
     g = torch.Generator().manual_seed(0)
     n = 4
     x1, x2 = torch.rand(n, 3, 8, 8, generator=g), torch.rand(n, 3, 8, 8, generator=g)
@@ -294,13 +298,13 @@ def test_patch_mixes_follow_the_official_formulas():
     p = torch.tensor([0.0, 0.3, 0.6, 1.0])
     prm = torch.zeros(n, 8)
     prm[:, 4], prm[:, 5], prm[:, 6], prm[:, 7] = a, b, (1 - a - b) / 2, torch.round(p * 256)
-    masks = _Rng(torch.device("cpu"), torch.Generator().manual_seed(1)).bytes(n * 3 * 8 * 8)
+    masks = Rng(torch.device("cpu"), torch.Generator().manual_seed(1)).bytes(n * 3 * 8 * 8)
     inside = rect.bool().expand(n, 3, 8, 8)
     for k, op in enumerate(MIXING_OPS):
         counts = [0] * 4
         counts[k] = n
         out = x1.clone()
-        IPMix._mix(out, x2, rect, prm, counts, masks)
+        mix_patches(out, x2, rect, prm, counts, masks)
         assert torch.equal(out[~inside], x1[~inside])  # outside the patch: untouched
         A, Bv = a.view(-1, 1, 1, 1), b.view(-1, 1, 1, 1)
         if op == "add":
@@ -324,7 +328,7 @@ def test_patch_geometry_and_beta_draws_follow_the_official_distributions():
     n = 20000
     u = np.random.default_rng(0).random((n, 1, 18)).astype(np.float32)
     op = np.zeros((n, 1), dtype=np.int64)
-    prm = torch.from_numpy(t._step_params(u, op, op, 32, 32)[:, 0, 20:])
+    prm = torch.from_numpy(step_params(t, u, op, op, 32, 32)[:, 0, 20:])
     top, left, ph, pw, a, b, half, keep, size_idx = prm.unbind(1)
     sizes = torch.tensor([4.0, 8, 16, 32])[size_idx.long()]
     assert torch.equal(torch.bincount(size_idx.long()).bool(), torch.ones(4, dtype=torch.bool))
@@ -410,18 +414,18 @@ def test_partner_op_windows_are_crops_of_the_full_op(all_ops):
     x = _batch(n, h=24, w=20).float() / 255
     op = np.arange(n) % len(ops)
     rng = np.random.default_rng(1)
-    prm = t._op_params(op, rng.random(n).astype(np.float32), rng.random(n).astype(np.float32), 24, 20)
+    prm = op_params(t, op, rng.random(n).astype(np.float32), rng.random(n).astype(np.float32), 24, 20)
     group = t._op2group.numpy()[op]
     order = np.argsort(group, kind="stable")
     counts = np.bincount(group, minlength=20).tolist()
     rows, p = torch.from_numpy(order), torch.from_numpy(prm[order])
     full = torch.empty_like(x)
-    t._image_ops(x, rows, full, rows, p, counts)
+    image_ops(x, rows, full, rows, p, counts)
     sh, sw = 9, 6
     top = torch.from_numpy(rng.integers(0, 24 - sh + 1, n)).float()
     left = torch.from_numpy(rng.integers(0, 20 - sw + 1, n)).float()
     win = torch.empty(n, 3, sh, sw)
-    t._image_ops(x, rows, win, rows, p, counts, window=(top[rows], left[rows], sh, sw))
+    image_ops(x, rows, win, rows, p, counts, window=(top[rows], left[rows], sh, sw))
     for i in range(n):
         r, c_ = int(top[i]), int(left[i])
         torch.testing.assert_close(win[i], full[i, :, r : r + sh, c_ : c_ + sw], atol=0, rtol=0,
