@@ -16,7 +16,6 @@ import math
 import os
 from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 import torch.nn.functional as F

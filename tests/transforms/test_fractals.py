@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-import robaug.transforms.fractals as fractals
+import robaug.transforms.mixing_set as mixing_set
 from robaug.transforms.fractals import MixingSet, chaos_game, generate_fractals, sample_ifs
 
 
@@ -123,7 +123,7 @@ def test_default_mixing_set_is_lazy_deterministic_and_cached(tmp_path, monkeypat
     def fail(*args, **kwargs):
         raise AssertionError("should have been read from the disk cache")
 
-    monkeypatch.setattr(fractals, "generate_fractals", fail)
+    monkeypatch.setattr(mixing_set, "generate_fractals", fail)
     again = MixingSet(num_images=16, seed=1, cache_dir=tmp_path).sample(torch.arange(16), (32, 32), 3)
     assert torch.equal(a, again)
     # non-square inputs get a centre crop of the square fractals

@@ -13,10 +13,9 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from robaug.losses.jsd import JSDLoss
-from robaug.transforms import image_ops as O
-from robaug.transforms.fractals import MixingSet
 from robaug._core.rng import Rng
+from robaug.losses.jsd import JSDLoss
+from robaug.transforms.fractals import MixingSet
 from robaug.transforms.ipmix import IMAGE_OPS, IPMIX_PRESETS, MIXING_OPS, IPMix
 from robaug.transforms.ipmix import plan as ipmix_plan
 from robaug.transforms.ipmix.ops import image_ops, mix_patches

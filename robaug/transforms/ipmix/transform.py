@@ -11,7 +11,7 @@ from torchvision import tv_tensors
 
 from ..._core.rng import Rng
 from .._base import BatchTransform
-from ..fractals import MixingSet, MixingSource
+from ..mixing_set import MixingSet, MixingSource
 from .apply import apply_plan
 from .ops import ALL_IMAGE_OPS, IMAGE_OPS, IPMIX_PRESETS, op_groups
 from .plan import Plan, draw_plan
