@@ -26,7 +26,7 @@ class IPMix(BatchTransform):
 
     Args:
         mixing_set: where mixing pictures come from: ``None`` for procedurally generated fractals (the
-            default; see :class:`~robaug.transforms.fractals.MixingSet`), a tensor ``(M, C, H, W)``, a folder of
+            default; see :class:`~robaug.transforms.mixing_set.MixingSet`), a tensor ``(M, C, H, W)``, a folder of
             images, a dataset of images, or a :class:`MixingSet`. Pictures are resized to the input size and
             converted to its channel count.
         width: number of augmentation chains ``k`` (3).
