@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import torch
-from kornia.color import hsv_to_rgb
 
 from .._core.rng import rand, random_bytes
 
@@ -198,6 +197,7 @@ def generate_fractals(
     """
     if n < 0 or size < 4:
         raise ValueError(f"generate_fractals needs n >= 0 and size >= 4, got n={n}, size={size}")
+    from kornia.color import hsv_to_rgb  # lazy: kornia takes a second to import
     device = torch.device(device)
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
