@@ -29,11 +29,11 @@ output as they finish. On CPU the batch is processed in chunks of images whose b
 224 px fresh batch-sized temporaries cost more in page faults than the arithmetic done on them.
 
 Layout: :mod:`.transform` (the :class:`IPMix` transform), :mod:`.plan` (drawing every random choice of a call),
-:mod:`.apply` and :mod:`.patch` (carrying a plan out, chunk by chunk), :mod:`.ops` (the op and mix kernels, the
-op names and presets).
+:mod:`.apply` and :mod:`.patch` (carrying a plan out, chunk by chunk), :mod:`.ops` (the op names and the op and
+mix kernels).
 """
 
-from .ops import ALL_IMAGE_OPS, IMAGE_OPS, IPMIX_PRESETS, MIXING_OPS
-from .transform import IPMix
+from .ops import ALL_IMAGE_OPS, IMAGE_OPS, MIXING_OPS
+from .transform import IPMIX_PRESETS, IPMix
 
 __all__ = ["IPMix", "IPMIX_PRESETS", "IMAGE_OPS", "ALL_IMAGE_OPS", "MIXING_OPS"]

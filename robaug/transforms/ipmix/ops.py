@@ -1,17 +1,15 @@
-"""IPMix's operations on batches: the image-level op groups (whole images or windows of them) and the four patch
-mixes. Rows are sorted by op group (or mixing op) and each group runs as one batched call."""
+"""IPMix's operations on batches: the op names, the image-level op groups (whole images or windows of them) and
+the four patch mixes. Rows are sorted by op group (or mixing op) and each group runs as one batched call."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import torch
 
 from .. import image_ops as O
 from ._buffers import windows
 
-__all__ = ["IMAGE_OPS", "ALL_IMAGE_OPS", "MIXING_OPS", "IPMIX_PRESETS", "GROUPS", "image_op", "image_ops",
+__all__ = ["IMAGE_OPS", "ALL_IMAGE_OPS", "MIXING_OPS", "GROUPS", "image_op", "image_ops",
            "mix_patches", "op_groups"]
 
 IMAGE_OPS = (
@@ -19,18 +17,6 @@ IMAGE_OPS = (
 )  # fmt: skip
 ALL_IMAGE_OPS = IMAGE_OPS + ("autocontrast", "color", "contrast", "brightness", "sharpness")
 MIXING_OPS = ("add", "multiply", "random_pixels", "random_elems")
-
-#: Defaults of the official CIFAR and ImageNet scripts. Patch sizes are fractions of the image side
-#: ({4, 8, 16, 32} px at 32 px; {4, 8, 16, 32, 64, 224} px at 224 px).
-IPMIX_PRESETS: dict[str, dict[str, Any]] = {
-    "cifar": dict(beta=3.0, severity=3.0, patch_sizes=(1 / 8, 1 / 4, 1 / 2, 1.0), partner_aug_prob=0.0),
-    "imagenet": dict(
-        beta=4.0,
-        severity=1.0,
-        patch_sizes=(4 / 224, 8 / 224, 16 / 224, 32 / 224, 64 / 224, 1.0),
-        partner_aug_prob=0.5,
-    ),
-}
 
 # Ops that run as one batched call; "invert" is solarize with threshold 0.
 GROUPS = {

@@ -13,12 +13,24 @@ from ..._core.rng import Rng
 from .._base import BatchTransform
 from ..mixing_set import MixingSet, MixingSource
 from .apply import apply_plan
-from .ops import ALL_IMAGE_OPS, IMAGE_OPS, IPMIX_PRESETS, op_groups
+from .ops import ALL_IMAGE_OPS, IMAGE_OPS, op_groups
 from .plan import Plan, draw_plan
 
-__all__ = ["IPMix", "CHAIN_TYPES"]
+__all__ = ["IPMix", "IPMIX_PRESETS", "CHAIN_TYPES"]
 
 CHAIN_TYPES = ("image", "patch")
+
+#: Defaults of the official CIFAR and ImageNet scripts. Patch sizes are fractions of the image side
+#: ({4, 8, 16, 32} px at 32 px; {4, 8, 16, 32, 64, 224} px at 224 px).
+IPMIX_PRESETS: dict[str, dict[str, Any]] = {
+    "cifar": dict(beta=3.0, severity=3.0, patch_sizes=(1 / 8, 1 / 4, 1 / 2, 1.0), partner_aug_prob=0.0),
+    "imagenet": dict(
+        beta=4.0,
+        severity=1.0,
+        patch_sizes=(4 / 224, 8 / 224, 16 / 224, 32 / 224, 64 / 224, 1.0),
+        partner_aug_prob=0.5,
+    ),
+}
 
 
 class IPMix(BatchTransform):
