@@ -16,18 +16,16 @@ import math
 import os
 from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import Any
 
-import PIL.Image
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import tv_tensors
-from torchvision.transforms.v2 import Transform
-from torchvision.transforms.v2._utils import is_pure_tensor
 
 from robaug._core.image import to_float_batch
+from robaug._core.rng import Rng, randn
 from robaug.diffusion.denoiser import Denoiser
+
+from ._base import BatchTransform
 
 __all__ = ["DiffAug", "DiffAugEnsemble", "diffuse_and_denoise"]
 
@@ -64,11 +62,6 @@ def _check_device(denoiser: Denoiser, device: torch.device, owner: str) -> None:
             f"{owner}: the denoiser is on {p.device} but the images are on {device}; move the transform with "
             f".to({str(device)!r}) (PIL images and CPU tensors need the denoiser on the CPU)"
         )
-
-
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    gdev = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gdev).to(device)
 
 
 def diffuse_and_denoise(
@@ -110,7 +103,7 @@ def diffuse_and_denoise(
         mode = pad_mode if (pad_mode != "reflect" or (ph < h and pw < w)) else "replicate"
         x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode=mode)
     if noise is None:
-        noise = _randn(tuple(x.shape), generator, x.device)
+        noise = randn(x.shape, generator, x.device)
     elif noise.shape != x.shape:
         raise ValueError(f"noise must have the model-side shape {tuple(x.shape)}, got {tuple(noise.shape)}")
     sigma = sigma.reshape(-1)
@@ -133,10 +126,6 @@ def diffuse_and_denoise(
     return (x0 + 1) * 0.5
 
 
-def _is_image_tensor(inpt: Any) -> bool:
-    return is_pure_tensor(inpt) or isinstance(inpt, (tv_tensors.Image, tv_tensors.Video))
-
-
 def _check_common(micro_batch: int | None, autocast_dtype: torch.dtype | None, owner: str) -> None:
     if micro_batch is not None and int(micro_batch) < 1:
         raise ValueError(f"{owner}: micro_batch must be None or >= 1, got {micro_batch}")
@@ -144,7 +133,7 @@ def _check_common(micro_batch: int | None, autocast_dtype: torch.dtype | None, o
         raise ValueError(f"{owner}: autocast_dtype must be None, torch.float16 or torch.bfloat16, got {autocast_dtype}")
 
 
-class DiffAug(Transform):
+class DiffAug(BatchTransform):
     """Diffuse-and-denoise augmentation (a torchvision v2 transform and ``nn.Module``).
 
     Per sample: ``t ~ U{t_range[0], ..., t_range[1] - 1}`` (or the fixed ``t``), ``n ~ N(0, I)``, output
@@ -171,8 +160,6 @@ class DiffAug(Transform):
         validate: check float input for NaN/inf and the ``[0, 1]`` range (one host-device sync).
     """
 
-    _transformed_types = (PIL.Image.Image, _is_image_tensor)
-
     def __init__(
         self,
         denoiser: Denoiser | str | os.PathLike,
@@ -187,7 +174,7 @@ class DiffAug(Transform):
         pad_mode: str = "reflect",
         validate: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(generator=generator, validate=validate, p=p)
         self.denoiser = _resolve_denoiser(denoiser, "DiffAug")
         n = self.denoiser.num_timesteps
         lo, hi = (int(v) for v in t_range)
@@ -195,55 +182,50 @@ class DiffAug(Transform):
             raise ValueError(f"DiffAug: t_range must satisfy 0 <= low < high <= {n} (the denoiser's timesteps), got {t_range}")
         if t is not None and not 0 <= int(t) < n:
             raise ValueError(f"DiffAug: t must lie in [0, {n - 1}], got {t}")
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"DiffAug: p must lie in [0, 1], got {p}")
         if pad_mode not in ("reflect", "replicate", "constant", "circular"):
             raise ValueError(f"DiffAug: unknown pad_mode {pad_mode!r}")
         _check_common(micro_batch, autocast_dtype, "DiffAug")
         self.t_range = (lo, hi)
-        self.p = float(p)
         self.clip = bool(clip)
-        self.generator = generator
         self.t = None if t is None else int(t)
         self.micro_batch = None if micro_batch is None else int(micro_batch)
         self.autocast_dtype = autocast_dtype
         self.pad_mode = pad_mode
-        self.validate = bool(validate)
+
+    def draw_params(self, batch: torch.Tensor, rng: Rng) -> dict[str, torch.Tensor | None]:
+        """Per sample: timestep ``t`` ``(B,)``, the apply mask ``(B,)`` (``None`` when ``p = 1``) and the noise
+        ``(B, in_channels, H_pad, W_pad)``, drawn in that order."""
+        b, device = batch.shape[0], batch.device
+        _check_device(self.denoiser, device, "DiffAug")
+        if self.t is None:
+            t = rng.randint(self.t_range[0], self.t_range[1], b)
+        else:
+            t = torch.full((b,), self.t, dtype=torch.long, device=device)
+        apply = self.draw_apply(b, rng)
+        m = self.denoiser.size_multiple
+        h, w = batch.shape[2], batch.shape[3]
+        noise = rng.randn(b, self.denoiser.in_channels, h + (-h) % m, w + (-w) % m)
+        return {"t": t, "apply": apply, "noise": noise}
 
     @torch.no_grad()
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        x, restore = to_float_batch(inpt, name="DiffAug input", validate=self.validate)
-        _check_device(self.denoiser, x.device, "DiffAug")
-        b = x.shape[0]
-        g = self.generator
-        gdev = g.device if g is not None else x.device
-        if self.t is None:
-            t = torch.randint(self.t_range[0], self.t_range[1], (b,), generator=g, device=gdev).to(x.device)
-        else:
-            t = torch.full((b,), self.t, dtype=torch.long, device=x.device)
-        keep = None
-        if self.p < 1.0:
-            keep = torch.rand(b, generator=g, device=gdev).to(x.device) >= self.p
-        sigma = self.denoiser.sigma_at(t)
+    def kernel(self, batch: torch.Tensor, params: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        """:func:`diffuse_and_denoise` of the samples ``params["apply"]`` selects (all when it is ``None``)."""
+        sigma = self.denoiser.sigma_at(params["t"])
         kw = dict(
-            generator=g,
             clip=self.clip,
             micro_batch=self.micro_batch,
             autocast_dtype=self.autocast_dtype,
             pad_mode=self.pad_mode,
         )
-        if keep is None:
-            return restore(diffuse_and_denoise(x, self.denoiser, sigma, **kw))
-        # Draw the full batch's noise so that a sample's noise does not depend on the other samples' coins.
-        m = self.denoiser.size_multiple
-        shape = (b, self.denoiser.in_channels, x.shape[2] + (-x.shape[2]) % m, x.shape[3] + (-x.shape[3]) % m)
-        noise = _randn(shape, g, x.device)
-        idx = (~keep).nonzero().squeeze(1)  # host-device sync
-        out = x.clone()
+        apply, noise = params["apply"], params["noise"]
+        if apply is None:
+            return diffuse_and_denoise(batch, self.denoiser, sigma, noise=noise, **kw)
+        # The full batch's noise is drawn so that a sample's noise does not depend on the other samples' coins.
+        idx = apply.nonzero().squeeze(1)  # host-device sync
+        out = batch.clone()
         if idx.numel():
-            kw["noise"] = noise[idx]
-            out[idx] = diffuse_and_denoise(x[idx], self.denoiser, sigma[idx], **kw)
-        return restore(out)
+            out[idx] = diffuse_and_denoise(batch[idx], self.denoiser, sigma[idx], noise=noise[idx], **kw)
+        return out
 
     def extra_repr(self) -> str:
         return (

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 from typing import Union
 
-import kornia.enhance as KE
 import torch
 import torch.nn.functional as F
 
@@ -166,6 +165,8 @@ def adjust_brightness(x: torch.Tensor, factor: Param) -> torch.Tensor:
 
 def adjust_contrast(x: torch.Tensor, factor: Param) -> torch.Tensor:
     """Blend with the mean grey level of the image (PIL ``ImageEnhance.Contrast``)."""
+    import kornia.enhance as KE  # lazy: kornia takes a second to import
+
     return KE.adjust_contrast_with_mean_subtraction(x, _vector(factor, x.shape[0], x.device, x.dtype))
 
 
@@ -173,6 +174,8 @@ def adjust_saturation(x: torch.Tensor, factor: Param) -> torch.Tensor:
     """Blend with the greyscale image (PIL ``ImageEnhance.Color``); greyscale input is returned as is."""
     if x.shape[1] == 1:
         return x
+    import kornia.enhance as KE  # lazy: kornia takes a second to import
+
     return KE.adjust_saturation_with_gray_subtraction(x, _vector(factor, x.shape[0], x.device, x.dtype))
 
 
@@ -180,6 +183,8 @@ def adjust_sharpness(x: torch.Tensor, factor: Param) -> torch.Tensor:
     """Blend with a 3x3 smoothed image, borders kept (PIL ``ImageEnhance.Sharpness``)."""
     if x.shape[-1] <= 2 or x.shape[-2] <= 2:
         return x
+    import kornia.enhance as KE  # lazy: kornia takes a second to import
+
     return KE.sharpness(x, _vector(factor, x.shape[0], x.device, x.dtype))
 
 

@@ -1,22 +1,20 @@
-"""IPMix: per-sample randomness, types, determinism, the JSD triple, the official scalings and mixes, errors."""
+"""IPMix: per-sample randomness, types, determinism, the JSD triple, presets, chain lengths, errors."""
 
 from __future__ import annotations
 
-import math
 
-import numpy as np
 import PIL.Image
 import pytest
 import torch
 from torchvision import tv_tensors
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from robaug.losses.jsd import JSDLoss
-from robaug.transforms import image_ops as O
 from robaug.transforms.fractals import MixingSet
-from robaug.transforms.ipmix import IMAGE_OPS, IPMIX_PRESETS, MIXING_OPS, IPMix, _Rng
+from robaug.transforms.ipmix import IMAGE_OPS, IPMIX_PRESETS, IPMix
+from robaug.transforms.ipmix import plan as ipmix_plan
+from robaug.transforms.ipmix.plan import patch_pixels
 
 MIX = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # small mixing set for speed
 
@@ -161,13 +159,13 @@ def test_dataloader_workers_give_different_augmentations():
 
 def test_jsd_triple_for_a_single_image_and_a_batch(monkeypatch):
     calls = []
-    original = IPMix._pictures
+    original = ipmix_plan.pictures
 
-    def spy(self, u):
-        calls.append(original(self, u))
+    def spy(u, num_pics):
+        calls.append(original(u, num_pics))
         return calls[-1]
 
-    monkeypatch.setattr(IPMix, "_pictures", spy)
+    monkeypatch.setattr(ipmix_plan, "pictures", spy)
     img = _batch(1)[0]
     clean, v1, v2_ = make(num_views=2, generator=_gen(0))(img)
     assert clean is img and v1.shape == v2_.shape == img.shape
@@ -214,130 +212,12 @@ def test_batch_output_is_what_jsd_losses_split():
 def test_presets_and_overrides():
     t = make(preset="imagenet")
     assert (t.beta, t.severity, t.partner_aug_prob) == (4.0, 1.0, 0.5)
-    assert t._patch_pixels(224, 224) == ([4, 8, 16, 32, 64, 224], [4, 8, 16, 32, 64, 224])
+    assert patch_pixels(t.patch_sizes, 224, 224) == ([4, 8, 16, 32, 64, 224], [4, 8, 16, 32, 64, 224])
     c = make()
     assert (c.beta, c.severity, c.partner_aug_prob) == (3.0, 3.0, 0.0)
-    assert c._patch_pixels(32, 32) == ([4, 8, 16, 32], [4, 8, 16, 32])
+    assert patch_pixels(c.patch_sizes, 32, 32) == ([4, 8, 16, 32], [4, 8, 16, 32])
     assert make(preset="imagenet", beta=2.0, severity=3).beta == 2.0
     assert set(IPMIX_PRESETS) == {"cifar", "imagenet"}
-
-
-@pytest.mark.parametrize("all_ops", [False, True])
-def test_image_ops_use_augmix_scalings(all_ops):
-    """Each op of a step, at level L and sign s, equals torchvision's functional op with the official scaling."""
-    t = make(all_ops=all_ops)
-    ops = t._ops
-    reps = 12
-    n = len(ops) * reps
-    x = _batch(n, h=24, w=20).float() / 255
-    op = np.arange(n) % len(ops)
-    level_u = ((np.arange(n) // len(ops) + 0.5) / reps).astype(np.float32)  # every op at levels across [0.1, severity]
-    sign_u = np.random.default_rng(0).random(n).astype(np.float32)
-    prm = t._op_params(op, level_u, sign_u, 24, 20)
-    group = t._op2group.numpy()[op]
-    order = np.argsort(group, kind="stable")
-    counts = np.bincount(group, minlength=20).tolist()
-    out = torch.empty_like(x)
-    rows = torch.from_numpy(order)
-    t._image_ops(x, rows, out, rows, torch.from_numpy(prm[order]), counts)
-
-    B = InterpolationMode.BILINEAR
-    for i in range(n):
-        L = 0.1 + float(level_u[i]) * (t.severity - 0.1)
-        s = -1 if float(sign_u[i]) < 0.5 else 1
-        im, im8 = x[i], (x[i] * 255).round().byte()
-        name = ops[int(op[i])]
-        if name == "rotate":
-            ref = TF.rotate(im, s * int(L * 30 / 10), interpolation=B)
-        elif name in ("shear_x", "shear_y"):
-            deg = math.degrees(math.atan(s * L * 0.3 / 10))
-            shear = [deg, 0.0] if name == "shear_x" else [0.0, deg]
-            ref = TF.affine(im, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, interpolation=B, center=[0, 0])
-        elif name in ("translate_x", "translate_y"):
-            px = s * int(L * (20 if name == "translate_x" else 24) / 3 / 10)
-            shift = [px, 0] if name == "translate_x" else [0, px]
-            ref = TF.affine(im, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=B)
-        elif name == "posterize":
-            ref = TF.posterize(im8, 4 - int(L * 4 / 10)).float() / 255
-        elif name == "solarize":
-            ref = TF.solarize(im8, min(255, 256 - int(L * 256 / 10))).float() / 255
-            if 256 - int(L * 256 / 10) > 255:
-                ref = im
-        elif name == "equalize":
-            ref = TF.equalize(im8).float() / 255
-        elif name == "mirror":
-            ref = TF.horizontal_flip(im)
-        elif name == "invert":
-            ref = TF.invert(im)
-        elif name == "autocontrast":
-            import PIL.ImageOps
-
-            ref = TF.pil_to_tensor(PIL.ImageOps.autocontrast(TF.to_pil_image(im8), 10 - L)).float() / 255
-        else:
-            factor = L * 1.8 / 10 + 0.1
-            fn = {"color": TF.adjust_saturation, "contrast": TF.adjust_contrast,
-                  "brightness": TF.adjust_brightness, "sharpness": TF.adjust_sharpness}[name]  # fmt: skip
-            ref = fn(im, factor)
-        torch.testing.assert_close(out[i], ref, atol=2e-4, rtol=0, msg=lambda m: f"{name}: {m}")
-
-
-def test_patch_mixes_follow_the_official_formulas():
-    """``_mix`` against the official add/multiply/random_pixels/random_elems (then clipped, pasted in the patch)."""
-    g = torch.Generator().manual_seed(0)
-    n = 4
-    x1, x2 = torch.rand(n, 3, 8, 8, generator=g), torch.rand(n, 3, 8, 8, generator=g)
-    x2[:, :, 0, 0] = 0  # exercise the 1e-37 clip of multiply
-    rect = torch.zeros(n, 1, 8, 8)
-    rect[:, :, 2:6, 1:7] = 1
-    a = torch.tensor([0.7, 1.4, 0.3, 1.9])
-    b = torch.tensor([0.2, -0.6, 0.9, -0.1])
-    p = torch.tensor([0.0, 0.3, 0.6, 1.0])
-    prm = torch.zeros(n, 8)
-    prm[:, 4], prm[:, 5], prm[:, 6], prm[:, 7] = a, b, (1 - a - b) / 2, torch.round(p * 256)
-    masks = _Rng(torch.device("cpu"), torch.Generator().manual_seed(1)).bytes(n * 3 * 8 * 8)
-    inside = rect.bool().expand(n, 3, 8, 8)
-    for k, op in enumerate(MIXING_OPS):
-        counts = [0] * 4
-        counts[k] = n
-        out = x1.clone()
-        IPMix._mix(out, x2, rect, prm, counts, masks)
-        assert torch.equal(out[~inside], x1[~inside])  # outside the patch: untouched
-        A, Bv = a.view(-1, 1, 1, 1), b.view(-1, 1, 1, 1)
-        if op == "add":
-            ref = ((A * (2 * x1 - 1) + Bv * (2 * x2 - 1)) + 1) / 2
-        elif op == "multiply":
-            ref = (2 * x1) ** A * (2 * x2).clip(1e-37) ** Bv / 2
-        if op in ("add", "multiply"):
-            torch.testing.assert_close(out[inside], ref.clamp(0, 1)[inside], atol=1e-5, rtol=1e-5)
-        else:
-            took_x1 = (out == x1) & inside
-            took_x2 = (out == x2) & inside
-            assert (took_x1 | took_x2)[inside].all()  # every patch value comes from x1 or x2
-            share = took_x1.flatten(1).sum(1).float() / inside.flatten(1).sum(1)
-            torch.testing.assert_close(share, p, atol=0.2, rtol=0)  # mask = rand < p keeps x1
-            if op == "random_pixels":  # one mask for all channels
-                assert (took_x1[:, 0] == took_x1[:, 1]).all() and (took_x1[:, 1] == took_x1[:, 2]).all()
-
-
-def test_patch_geometry_and_beta_draws_follow_the_official_distributions():
-    t = make()
-    n = 20000
-    u = np.random.default_rng(0).random((n, 1, 18)).astype(np.float32)
-    op = np.zeros((n, 1), dtype=np.int64)
-    prm = torch.from_numpy(t._step_params(u, op, op, 32, 32)[:, 0, 20:])
-    top, left, ph, pw, a, b, half, keep, size_idx = prm.unbind(1)
-    sizes = torch.tensor([4.0, 8, 16, 32])[size_idx.long()]
-    assert torch.equal(torch.bincount(size_idx.long()).bool(), torch.ones(4, dtype=torch.bool))
-    assert ((top >= 0) & (top + sizes <= 32) & (left >= 0) & (left + sizes <= 32)).all()
-    assert ((ph >= 2) & (ph <= sizes) & (pw >= 2) & (pw <= sizes)).all()
-    assert ((ph == sizes) & (pw == sizes)).float().mean() > 0.5  # square with p = 0.5 (+ thin ones of full size)
-    # (a, b): half Beta(3, 1) / Beta(1, 3); half 1 + Beta(1, 3) / -Beta(1, 3)
-    first = a <= 1
-    assert abs(first.float().mean() - 0.5) < 0.02
-    assert abs(a[first].mean() - 0.75) < 0.01 and abs(b[first].mean() - 0.25) < 0.01  # Beta(3,1) mean 3/4
-    assert abs(a[~first].mean() - 1.25) < 0.01 and abs(b[~first].mean() + 0.25) < 0.01
-    assert torch.allclose(half, (1 - a - b) / 2)
-    assert keep.min() >= 0 and keep.max() <= 256
 
 
 @pytest.mark.parametrize("depth, idle", [(1, 1 / 2), (3, 1 / 4)])
@@ -399,33 +279,6 @@ def test_cuda_batch():  # pragma: no cover - no GPU on the development machines
     x = _batch().cuda()
     y = make(generator=torch.Generator("cuda").manual_seed(0))(x)
     assert y.device == x.device and y.dtype == torch.uint8
-
-
-@pytest.mark.parametrize("all_ops", [False, True])
-def test_partner_op_windows_are_crops_of_the_full_op(all_ops):
-    """Partners are computed on the patch window only; every op must give the crop of its full-image result."""
-    t = make(all_ops=all_ops)
-    ops = t._ops
-    n = len(ops) * 3
-    x = _batch(n, h=24, w=20).float() / 255
-    op = np.arange(n) % len(ops)
-    rng = np.random.default_rng(1)
-    prm = t._op_params(op, rng.random(n).astype(np.float32), rng.random(n).astype(np.float32), 24, 20)
-    group = t._op2group.numpy()[op]
-    order = np.argsort(group, kind="stable")
-    counts = np.bincount(group, minlength=20).tolist()
-    rows, p = torch.from_numpy(order), torch.from_numpy(prm[order])
-    full = torch.empty_like(x)
-    t._image_ops(x, rows, full, rows, p, counts)
-    sh, sw = 9, 6
-    top = torch.from_numpy(rng.integers(0, 24 - sh + 1, n)).float()
-    left = torch.from_numpy(rng.integers(0, 20 - sw + 1, n)).float()
-    win = torch.empty(n, 3, sh, sw)
-    t._image_ops(x, rows, win, rows, p, counts, window=(top[rows], left[rows], sh, sw))
-    for i in range(n):
-        r, c_ = int(top[i]), int(left[i])
-        torch.testing.assert_close(win[i], full[i, :, r : r + sh, c_ : c_ + sw], atol=0, rtol=0,
-                                   msg=lambda m: f"{ops[int(op[i])]}: {m}")  # fmt: skip
 
 
 def test_inputs_are_never_modified():

@@ -4,7 +4,7 @@ The reference below loops over images, chains and steps and applies each step to
 draws as the batched code: the call's uniforms (one ``rand`` draw) and the random-mask bytes (one ``bytes`` draw
 per chunk of images and patch step). Everything the batched code adds for speed is absent here: grouping by op,
 gathers and scatters, patch windows instead of images, partner images computed on the window only, chunks,
-step-to-step buffers and accumulation as chains finish. The per-step parameters come from ``_step_params``, whose
+step-to-step buffers and accumulation as chains finish. The per-step parameters come from ``step_params``, whose
 decoding is checked against torchvision's ops and the paper's distributions in ``test_ipmix.py``.
 """
 
@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-import robaug.transforms.ipmix as ipmix_module
+import robaug.transforms.ipmix.patch as patch_module
+import robaug.transforms.ipmix.plan as plan_module
+from robaug._core.rng import Rng
 from robaug.transforms import image_ops as O
-from robaug.transforms.ipmix import MIXING_OPS, IPMix, _Rng
+from robaug.transforms.ipmix import MIXING_OPS, IPMix
+from robaug.transforms.ipmix.plan import patch_pixels, step_params
 
 U_COLUMNS = 18
 OP_COLUMNS = 10
@@ -26,7 +29,7 @@ OP_COLUMNS = 10
 
 def _record_draws(monkeypatch):
     draws = []
-    rand, bytes_ = _Rng.rand, _Rng.bytes
+    rand, bytes_ = Rng.rand, Rng.bytes
 
     def spy_rand(self, *shape):
         draws.append(("rand", rand(self, *shape).clone()))
@@ -36,8 +39,8 @@ def _record_draws(monkeypatch):
         draws.append(("bytes", bytes_(self, *shape).clone()))
         return draws[-1][1]
 
-    monkeypatch.setattr(_Rng, "rand", spy_rand)
-    monkeypatch.setattr(_Rng, "bytes", spy_bytes)
+    monkeypatch.setattr(Rng, "rand", spy_rand)
+    monkeypatch.setattr(Rng, "bytes", spy_bytes)
     return draws
 
 
@@ -99,8 +102,8 @@ def reference(t: IPMix, x: torch.Tensor, mixing: torch.Tensor, draws: list, per_
     partner_op = np.minimum((u[..., 1] * len(ops)).astype(np.int64), len(ops) - 1)
     mix_op = np.minimum((u[..., 2] * nmix).astype(np.int64), nmix - 1)
     partner_aug = u[..., 3] < t.partner_aug_prob
-    params = torch.from_numpy(t._step_params(u, op, partner_op, h, w))
-    hs, ws = t._patch_pixels(h, w)
+    params = torch.from_numpy(step_params(t, u, op, partner_op, h, w))
+    hs, ws = patch_pixels(t.patch_sizes, h, w)
 
     # Mask bytes: per (view, chunk of images, step), the chains taking a patch step with a random mix, ordered
     # by (patch size, mixing op) and then chain index, each take C (or 1) x window bytes from that step's draw.
@@ -170,14 +173,14 @@ CASES = {
 def test_batched_ipmix_equals_the_per_image_reference(monkeypatch, case, per_chunk, windowed_state):
     kw = CASES[case]
     # patch chains without a whole-image step copy only their windows (large images) or whole images
-    monkeypatch.setattr(ipmix_module, "_WINDOWED_STATE_PIXELS", 0 if windowed_state else 10**9)
+    monkeypatch.setattr(patch_module, "WINDOWED_STATE_PIXELS", 0 if windowed_state else 10**9)
     c = 1 if case.startswith("gray") else 3
     g = torch.Generator().manual_seed(3)
     x = torch.rand(5, c, 20, 18, generator=g)
     x[0, :, :4] = 0  # exact zeros (multiply's log, equalize's empty levels)
     mixing = torch.randint(0, 256, (4, c, 20, 18), generator=g) / 255  # the set stores uint8 pictures
     t = IPMix(mixing_set=mixing, generator=torch.Generator().manual_seed(11), **kw)
-    monkeypatch.setattr(ipmix_module, "_images_per_chunk", lambda batch, *args: min(batch, per_chunk))
+    monkeypatch.setattr(plan_module, "images_per_chunk", lambda batch, *args: min(batch, per_chunk))
     for _ in range(3):  # several calls: the RNG stream moves on
         draws = _record_draws(monkeypatch)
         out = t.augment(x)
@@ -191,7 +194,7 @@ def test_reference_is_not_trivially_satisfied(monkeypatch):
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     mixing = torch.randint(0, 256, (3, 3, 16, 16), generator=torch.Generator().manual_seed(1)) / 255
     t = IPMix(mixing_set=mixing, chain_types=("patch",), patch_sizes=(1.0,), generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(ipmix_module, "_images_per_chunk", lambda batch, *args: batch)
+    monkeypatch.setattr(plan_module, "images_per_chunk", lambda batch, *args: batch)
     draws = _record_draws(monkeypatch)
     out = t.augment(x).reshape(-1, 3, 16, 16)
     ref = reference(t, x, mixing, draws, 4)
