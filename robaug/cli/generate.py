@@ -2,7 +2,7 @@
 :func:`robaug.recipes.generation.generate_dataset`).
 
 Contract of a ``robaug`` command module: :func:`add_arguments` fills a parser, :func:`run` executes parsed
-arguments and returns the exit code, :func:`main` parses ``argv`` and runs.
+arguments and returns the exit code, :func:`main` parses ``argv`` and runs. Importing this module loads no torch.
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ EXAMPLES = """examples:
   torchrun --nproc_per_node 8 -m robaug.generate --model fmnist-ddpm --out data/fmnist-20m \\
       --num-samples 20000000 --device cuda
   rerun the same command to resume a killed run; see docs/generate.md for the dataset format"""
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, examples kept as written."""
 
 
 def _load_object(spec: str):
@@ -82,57 +78,63 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", required=True, help="registered name (robaug list), Hub id, local diffusers folder / "
                    ".safetensors, or package.module:factory returning a robaug Denoiser")
     g.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
-    g.add_argument("--num-samples", type=int, required=True)
-    g.add_argument("--shard-size", type=int, default=10_000)
-    g.add_argument("--batch-size", type=int, default=256)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--num-samples", type=int, required=True, help="images to generate (class j %% num_classes for sample j)")
+    g.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
+    g.add_argument("--batch-size", type=int, default=256, help="images per sampler call")
+    g.add_argument("--seed", type=int, default=0, help="base seed; sample j uses seed * 2**32 + j")
     g.add_argument("--num-classes", type=int, default=None, help="default: the model's")
     g.add_argument("--image-size", type=int, default=None, help="for models without a native sample size")
-    g.add_argument("--layout", choices=LAYOUTS, default="NHWC")
+    g.add_argument("--layout", choices=LAYOUTS, default="NHWC", help="image layout inside the shards")
     g.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
-    g.add_argument("--model-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    g.add_argument("--model-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="precision of the denoiser's weights")
     g.add_argument("--overwrite", action="store_true", help="delete a different run found in --out")
     g.add_argument("--verify", action="store_true", help="re-hash existing shards before skipping them")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = p.add_argument_group("sampler")
-    s.add_argument("--solver", choices=SOLVERS, default="heun")
-    s.add_argument("--steps", type=int, default=18)
-    s.add_argument("--sigma-min", type=float, default=None)
-    s.add_argument("--sigma-max", type=float, default=None)
-    s.add_argument("--rho", type=float, default=7.0)
-    s.add_argument("--s-churn", type=float, default=0.0)
-    s.add_argument("--s-tmin", type=float, default=0.0)
-    s.add_argument("--s-tmax", type=float, default=math.inf)
-    s.add_argument("--s-noise", type=float, default=1.0)
+    s.add_argument("--solver", choices=SOLVERS, default="heun", help="ODE/SDE solver")
+    s.add_argument("--steps", type=int, default=18, help="steps of the noise grid (Heun: 2N - 1 network calls)")
+    s.add_argument("--sigma-min", type=float, default=None, help="smallest sigma of the grid (default: the model's)")
+    s.add_argument("--sigma-max", type=float, default=None, help="largest sigma of the grid (default: the model's)")
+    s.add_argument("--rho", type=float, default=7.0, help="Karras grid exponent")
+    s.add_argument("--s-churn", type=float, default=0.0, help="EDM churn (0 = deterministic)")
+    s.add_argument("--s-tmin", type=float, default=0.0, help="churn only for sigma >= this")
+    s.add_argument("--s-tmax", type=float, default=math.inf, help="churn only for sigma <= this")
+    s.add_argument("--s-noise", type=float, default=1.0, help="scale of the churn noise")
     s.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
-    s.add_argument("--discretization", choices=["karras", "timesteps"], default=None)
-    s.add_argument("--timestep-spacing", choices=TIMESTEP_SPACINGS, default="leading")
-    s.add_argument("--no-round-sigmas", action="store_true")
-    s.add_argument("--clip-denoised", action="store_true")
-    s.add_argument("--state-dtype", choices=["float64", "float32"], default="float64")
+    s.add_argument("--discretization", choices=["karras", "timesteps"], default=None,
+                   help="noise grid (default: timesteps for DDIM on a discrete-time model, else karras)")
+    s.add_argument("--timestep-spacing", choices=TIMESTEP_SPACINGS, default="leading",
+                   help="which model timesteps the timesteps grid takes")
+    s.add_argument("--no-round-sigmas", action="store_true", help="do not round the Karras grid to the model's timesteps")
+    s.add_argument("--clip-denoised", action="store_true", help="clip x0 estimates to [-1, 1] at every step")
+    s.add_argument("--state-dtype", choices=["float64", "float32"], default="float64", help="precision of the sampler state")
     gd = p.add_argument_group("guidance")
     gd.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance weight (1 = none)")
     gd.add_argument("--classifier", default=None, help="classifier guidance: ARCH:WEIGHTS.safetensors or module:factory")
-    gd.add_argument("--classifier-scale", type=float, default=1.0)
-    gd.add_argument("--classifier-mode", choices=["x0", "xt"], default="x0")
+    gd.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
+    gd.add_argument("--classifier-mode", choices=["x0", "xt"], default="x0",
+                    help="x0: classifier on the denoised estimate; xt: a noise-aware classifier")
     gd.add_argument("--classifier-weighting", choices=["constant", "score", "eps"], default=None,
                     help="default: constant in x0 mode, score in xt mode")
     c = p.add_argument_group("contrastive guidance (Contrastive-DP)")
     c.add_argument("--contrastive-encoder", default=None,
                    help="enables contrastive guidance: a classifier (its penultimate features) as ARCH:WEIGHTS or module:factory")
-    c.add_argument("--contrastive-scale", type=float, default=100.0)
-    c.add_argument("--contrastive-loss", choices=["hard", "infonce"], default="hard")
-    c.add_argument("--contrastive-weighting", choices=["constant", "score", "eps"], default=None)
-    c.add_argument("--tau", type=float, default=None)
-    c.add_argument("--tau-plus", type=float, default=0.1)
-    c.add_argument("--beta", type=float, default=1.0)
-    c.add_argument("--contrastive-sigma-min", type=float, default=0.0)
-    c.add_argument("--contrastive-sigma-max", type=float, default=math.inf)
-    c.add_argument("--head-lr", type=float, default=1e-2)
-    c.add_argument("--head-seed", type=int, default=0)
+    c.add_argument("--contrastive-scale", type=float, default=100.0, help="contrastive guidance scale")
+    c.add_argument("--contrastive-loss", choices=["hard", "infonce"], default="hard",
+                   help="hard-negative loss (the paper's) or InfoNCE")
+    c.add_argument("--contrastive-weighting", choices=["constant", "score", "eps"], default=None,
+                   help="weighting of the contrastive gradient (default: constant in x0 space)")
+    c.add_argument("--tau", type=float, default=None, help="temperature (default: the loss's own, 10 hard / 0.1 infonce)")
+    c.add_argument("--tau-plus", type=float, default=0.1, help="hard-negative loss: class prior tau+")
+    c.add_argument("--beta", type=float, default=1.0, help="hard-negative loss: concentration beta")
+    c.add_argument("--contrastive-sigma-min", type=float, default=0.0, help="guide only for sigma >= this")
+    c.add_argument("--contrastive-sigma-max", type=float, default=math.inf, help="guide only for sigma <= this")
+    c.add_argument("--head-lr", type=float, default=1e-2, help="Adam learning rate of the embedding head")
+    c.add_argument("--head-seed", type=int, default=0, help="seed of the embedding head's initialisation")
     f = p.add_argument_group("confidence filtering (DM-Improves-AT's top-20%% selection)")
     f.add_argument("--filter-classifier", default=None, help="ARCH:WEIGHTS.safetensors or module:factory")
-    f.add_argument("--keep-fraction", type=float, default=None)
+    f.add_argument("--keep-fraction", type=float, default=None, help="fraction of each class to keep, in (0, 1]")
 
 
 def run_generate(args: argparse.Namespace) -> dict:
@@ -204,12 +206,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(prog: str = "robaug generate") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_HelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``robaug generate`` (shared ``robaug`` conventions: defaults shown, ``--debug``)."""
+    from ._common import make_parser
+
+    p = make_parser("generate", DESCRIPTION, EXAMPLES)
     add_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``robaug generate`` (and ``python -m robaug.generate``)."""
-    return run(build_parser().parse_args(argv))
+    """``robaug generate ARGV``: a user error prints one line and returns 2 (``--debug``: the traceback)."""
+    from ._common import run_main
+
+    return run_main("generate", build_parser(), run, argv)
