@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._core.modules import module_device
 from ..data.shards.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -94,7 +95,7 @@ def _plan_diff(a: dict, b: dict) -> list[str]:
 
 @torch.no_grad()
 def _confidence(classifier: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor | None):
-    x = images_u8.to(next((p.device for p in classifier.parameters()), images_u8.device)).float().div(255.0)
+    x = images_u8.to(module_device(classifier, images_u8.device)).float().div(255.0)
     probs = F.softmax(classifier(x).float(), dim=1)
     if labels is None:
         conf, pred = probs.max(dim=1)
