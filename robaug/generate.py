@@ -9,22 +9,20 @@ The library is :mod:`robaug.recipes.generation`, the command line :mod:`robaug.c
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Any
+from typing import Sequence
 
 from .recipes.generation import generate_dataset, sample_seed
 
 __all__ = ["generate_dataset", "main_generate", "sample_seed", "add_generate_arguments", "run_generate"]
-
-# old name -> name in robaug.cli.generate (loaded on first use: the library above needs no argparse code)
-_CLI_NAMES = {"main_generate": "main", "add_generate_arguments": "add_arguments", "run_generate": "run_generate",
-              "load_classifier": "load_classifier"}
 
 
 def _cli_module():
     try:
         from .cli import generate as cli_generate
     except ImportError:  # robaug/cli.py is still a module, not yet the robaug/cli/ package: load the file
+        # (remove this branch once robaug/cli/ is a package)
         import importlib.util
         from pathlib import Path
 
@@ -38,11 +36,25 @@ def _cli_module():
     return cli_generate
 
 
-def __getattr__(name: str) -> Any:
-    if name in _CLI_NAMES:
-        return getattr(_cli_module(), _CLI_NAMES[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def main_generate(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` as ``robaug generate`` does and generate; errors propagate as exceptions (``robaug generate``
+    itself reports them in one line)."""
+    p = argparse.ArgumentParser(prog="robaug generate", description=_cli.DESCRIPTION, epilog=_cli.EXAMPLES,
+                                formatter_class=_HelpFormatter)
+    add_generate_arguments(p)
+    run_generate(p.parse_args(argv))
+    return 0
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, examples kept as written."""
+
+
+_cli = _cli_module()
+add_generate_arguments = _cli.add_arguments
+run_generate = _cli.run_generate
+load_classifier = _cli.load_classifier
 
 
 if __name__ == "__main__":
-    sys.exit(_cli_module().main())
+    sys.exit(main_generate())

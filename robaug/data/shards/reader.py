@@ -14,7 +14,15 @@ from safetensors import safe_open
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..._core.io import sha256_file
-from .format import LAYOUTS, ShardIndex, check_complete, load_manifest, read_selection, read_shard, to_chw
+from .format import (
+    LAYOUTS,
+    ShardIndex,
+    check_complete,
+    load_manifest,
+    read_selection,
+    read_shard,
+    to_chw,
+)
 
 __all__ = ["ShardDataset", "ShardStream", "load_shards"]
 
