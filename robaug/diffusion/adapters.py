@@ -8,20 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._core.modules import module_dtype
 from .denoiser import Denoiser, LabelsLike, _unwrap
 from .schedule import scheduler_config_dict, sigma_to_t, sigmas_from_scheduler_config
 
 __all__ = ["DiffusersDenoiser", "EDMDenoiser", "PREDICTION_TYPES"]
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-
-
-def _net_dtype(net: nn.Module, default: torch.dtype) -> torch.dtype:
-    """The dtype a network's weights are in (so a ``.half()``-ed net gets half input; x0 math stays in x's dtype)."""
-    for p in net.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return default
 
 
 class DiffusersDenoiser(Denoiser):
@@ -49,6 +42,7 @@ class DiffusersDenoiser(Denoiser):
     """
 
     discrete = True
+    casts_network_input = True  # the UNet gets its weights' dtype (module_dtype); x0 math stays in x's dtype
 
     def __init__(
         self,
@@ -117,7 +111,7 @@ class DiffusersDenoiser(Denoiser):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         s = sigma.to(x.dtype).view(-1, 1, 1, 1)
         c_in = (1.0 + s * s).rsqrt()
-        x_in = (x * c_in).to(_net_dtype(self.unet, x.dtype))
+        x_in = (x * c_in).to(module_dtype(self.unet, x.dtype))
         out = _unwrap(self.unet(x_in, self.timesteps_for(sigma), class_labels=class_labels))
         if self.learned_variance:
             out = out[:, : self.in_channels]
@@ -146,6 +140,8 @@ class EDMDenoiser(Denoiser):
     ``in_channels`` / ``sample_size`` default to the net's ``in_channels`` / ``img_channels`` /
     ``img_resolution`` / ``config`` attributes when present.
     """
+
+    casts_network_input = True  # the net gets its weights' dtype (module_dtype); x0 math stays in x's dtype
 
     def __init__(
         self,
@@ -202,7 +198,7 @@ class EDMDenoiser(Denoiser):
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         c_skip, c_out, c_in, c_noise = self.preconditioning(sigma.to(x.dtype))
         view = (-1, 1, 1, 1)
-        x_in = (x * c_in.view(view)).to(_net_dtype(self.net, x.dtype))
+        x_in = (x * c_in.view(view)).to(module_dtype(self.net, x.dtype))
         f = self.net(x_in, c_noise) if class_labels is None else self.net(x_in, c_noise, class_labels)
         return c_skip.view(view) * x + c_out.view(view) * _unwrap(f).to(x.dtype)
 

@@ -37,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .guidance import GuidanceTerm, module_dtype
+from .._core import rng
+from .._core.modules import module_dtype
+from .guidance import GuidanceTerm
 from .samplers import GuidedDiffusion
 
 __all__ = [
@@ -113,7 +115,7 @@ class EmbeddingHead(nn.Module):
             for lin in (self.fc1, self.fc2):
                 bound = 1.0 / math.sqrt(lin.in_features)
                 for p in (lin.weight, lin.bias):
-                    p.copy_(torch.rand(p.shape, generator=generator) * (2 * bound) - bound)
+                    p.copy_(rng.rand(p.shape, generator, p.device) * (2 * bound) - bound)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.fc2(F.relu(self.fc1(f))), dim=-1)

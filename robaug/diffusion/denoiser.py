@@ -46,6 +46,9 @@ class Denoiser(nn.Module):
     """
 
     discrete: bool = False
+    #: True when :meth:`denoise` casts the network input to the network's dtype itself, so callers may hand over
+    #: ``x`` in any float dtype (e.g. a float64 sampler state); otherwise guidance casts ``x`` to the weights' dtype.
+    casts_network_input: bool = False
 
     def __init__(
         self,

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import DiffusersDenoiser, EDMDenoiser
+from .._core.modules import module_dtype
 
 __all__ = [
     "GuidanceTerm",
@@ -55,15 +55,6 @@ __all__ = [
 ]
 
 WEIGHTINGS = ("score", "eps", "constant")
-
-
-def module_dtype(module: object, default: torch.dtype) -> torch.dtype:
-    """dtype of a module's first floating parameter (``default`` for plain callables / parameter-free modules)."""
-    if isinstance(module, nn.Module):
-        for p in module.parameters():
-            if p.is_floating_point():
-                return p.dtype
-    return default
 
 
 def guidance_weight(sigma: float | torch.Tensor, weighting: str | Callable) -> float | torch.Tensor:
@@ -246,17 +237,15 @@ class GuidedDenoiser(nn.Module):
             )
 
     def input_dtype(self, state_dtype: torch.dtype) -> torch.dtype:
-        """dtype ``x`` is handed to the denoiser in: the sampler state's for robaug's adapters (they cast the
-        network input themselves and keep the x0 arithmetic in the state's precision), else the dtype of the
-        denoiser's weights (a ``CallableDenoiser`` around a float32 network cannot take float64)."""
+        """dtype ``x`` is handed to the denoiser in: the sampler state's when the denoiser says it casts the
+        network input itself (``casts_network_input``, true for robaug's diffusers and EDM adapters, which keep
+        the x0 arithmetic in the state's precision), else the dtype of the denoiser's weights (a
+        ``CallableDenoiser`` around a float32 network cannot take float64)."""
         if self._model_dtype is not None:
             return self._model_dtype
-        if isinstance(self.denoiser, (DiffusersDenoiser, EDMDenoiser)):
+        if getattr(self.denoiser, "casts_network_input", False):
             return state_dtype
-        for p in self.denoiser.parameters():
-            if p.is_floating_point():
-                return p.dtype
-        return state_dtype
+        return module_dtype(self.denoiser, state_dtype)
 
     @property
     def conditional(self) -> bool:

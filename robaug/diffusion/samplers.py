@@ -1,22 +1,9 @@
-"""Samplers over a robaug denoiser: EDM's Heun (Algorithm 2, with churn), Euler and DDIM in one loop.
+"""The samplers users call: :class:`GuidedDiffusion` (an ``nn.Module``) holds the settings, builds the noise grid
+(:func:`sampling_sigmas`) and the noise source, applies guidance (:class:`~robaug.diffusion.guidance.GuidedDenoiser`)
+and hands the rest to a solver of :mod:`robaug.diffusion.sampling` (EDM's Heun with churn, Euler, DDIM with eta).
 
-All solvers integrate the probability-flow ODE of Karras et al. 2022 in the VE view, ``dx/dsigma = (x - D(x,
-sigma)) / sigma``, over a descending noise grid ``sigma_0 > ... > sigma_{N-1} > sigma_N = 0``:
-
-* ``euler``: ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i`` with ``d_i = (x_i - D(x_i, sigma_i)) / sigma_i``;
-* ``heun``: EDM Algorithm 2 -- the Euler step followed by the trapezoidal correction
-  ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (d_i + d'_{i+1}) / 2`` (skipped on the last step to ``sigma = 0``),
-  2N - 1 network evaluations;
-* ``ddim``: Song et al. 2021, which in the VE view is ``x_{i+1} = D + sigma_down * eps + sigma_up * z`` with
-  ``eps = (x_i - D) / sigma_i``, ``sigma_up = eta * sigma_{i+1} sqrt(sigma_i^2 - sigma_{i+1}^2) / sigma_i`` and
-  ``sigma_down = sqrt(sigma_{i+1}^2 - sigma_up^2)``; for ``eta = 0`` this is the Euler step. With
-  ``clip_denoised`` the clipped ``x0_hat`` and the unclipped ``eps`` are combined, exactly as diffusers'
-  ``DDIMScheduler(clip_sample=True)`` does. By default DDIM walks the model's own timesteps
-  (``timestep_spacing="leading"``, diffusers' default), Heun and Euler the Karras grid (eq. 5) rounded to the
-  model's timesteps for discrete-time models.
-
-Churn (EDM's ``S_churn``, ``S_tmin``, ``S_tmax``, ``S_noise``) adds noise to go from ``sigma_i`` up to
-``sigma_hat = sigma_i (1 + gamma)``, ``gamma = min(S_churn / N, sqrt(2) - 1)``, before each step.
+Noise grids: by default DDIM walks the model's own timesteps (``timestep_spacing="leading"``, diffusers' default),
+Heun and Euler the Karras grid (eq. 5) rounded to the model's timesteps for discrete-time models.
 
 Randomness: ``seeds=[s_0, ..., s_{B-1}]`` gives every sample its own generator (initial noise, churn and DDIM
 noise are drawn from it in a fixed order), so sample ``i`` is the same for any batch size and any number of
@@ -26,12 +13,14 @@ processes. ``generator=`` draws the whole batch from one ``torch.Generator`` ins
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from .._core.modules import module_device
 from .guidance import ClassifierGuidance, GuidanceTerm, GuidedDenoiser
+from .sampling import SOLVER_FUNCTIONS, SOLVERS, BatchNoise, SeedNoise, sample_loop
 from .schedule import TIMESTEP_SPACINGS, karras_sigmas, spaced_timesteps
 
 __all__ = [
@@ -43,9 +32,6 @@ __all__ = [
     "SeedNoise",
     "BatchNoise",
 ]
-
-SOLVERS = ("heun", "euler", "ddim")
-
 
 # ------------------------------------------------------------------------------------------------------------
 # noise grids
@@ -96,136 +82,7 @@ def sampling_sigmas(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# noise sources
-
-
-class SeedNoise:
-    """One ``torch.Generator`` per sample: sample ``i``'s noise depends only on ``seeds[i]``
-    (cf. EDM's ``StackedRandomGenerator``). Noise is drawn in float32 and cast, so it is the same for
-    float32 and float64 sampler states."""
-
-    def __init__(self, seeds: Sequence[int] | torch.Tensor, device: torch.device | str) -> None:
-        seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
-        if not seeds:
-            raise ValueError("seeds is empty")
-        self.device = torch.device(device)
-        self.generators = [torch.Generator(self.device).manual_seed(s % (1 << 64)) for s in seeds]
-
-    def __len__(self) -> int:
-        return len(self.generators)
-
-    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        if shape[0] != len(self.generators):
-            raise ValueError(f"asked for {shape[0]} samples of noise but have {len(self.generators)} seeds")
-        out = torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=self.device) for g in self.generators])
-        return out.to(dtype)
-
-
-class BatchNoise:
-    """Noise for a whole batch from one ``torch.Generator`` (or the global RNG when ``generator`` is None)."""
-
-    def __init__(self, generator: torch.Generator | None, device: torch.device | str) -> None:
-        self.generator = generator
-        self.device = torch.device(device)
-        if generator is not None and generator.device.type != self.device.type:
-            raise ValueError(f"generator is on {generator.device} but the sampler runs on {self.device}; "
-                             "create it with torch.Generator(device=...)")
-
-    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.randn(tuple(shape), generator=self.generator, device=self.device).to(dtype)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the one sampler loop
-
-
-def sample_loop(
-    denoise: Callable[[torch.Tensor, float, torch.Tensor | None], torch.Tensor],
-    x: torch.Tensor,
-    sigmas: torch.Tensor | Sequence[float],
-    *,
-    solver: str = "heun",
-    class_labels: torch.Tensor | None = None,
-    noise: SeedNoise | BatchNoise | None = None,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-    eta: float = 0.0,
-    clip_denoised: bool = False,
-    round_sigma: Callable[[float], float] | None = None,
-    callback: Callable[[dict], None] | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Integrate from ``x`` (already ``sigmas[0] * n``) down the grid ``sigmas`` (descending, last entry 0).
-
-    ``denoise(x, sigma, class_labels)`` returns ``x0_hat`` in ``x``'s dtype (``sigma`` a Python float). The state
-    keeps ``x``'s dtype (EDM samples in float64). ``callback`` gets ``{"i", "sigma", "sigma_next", "x", "denoised"}``
-    after each step.
-    """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if eta and solver != "ddim":
-        raise ValueError(f"eta={eta} is DDIM's stochasticity; use solver='ddim' (or s_churn for heun/euler)")
-    sig = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
-    if len(sig) < 2 or sig[-1] != 0.0 or any(b >= a for a, b in zip(sig[:-1], sig[1:])):
-        raise ValueError("sigmas must be strictly decreasing and end with 0 (e.g. from sampling_sigmas())")
-    if (s_churn > 0 or eta > 0) and noise is None:
-        noise = BatchNoise(None, x.device)
-    n = len(sig) - 1
-    gamma_max = min(s_churn / n, math.sqrt(2.0) - 1.0) if s_churn > 0 else 0.0
-    steps: Iterable[int] = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="sampling", unit="step", leave=False)
-
-    def clip(d: torch.Tensor) -> torch.Tensor:
-        return d.clamp(-1.0, 1.0) if clip_denoised else d
-
-    for i in steps:
-        s_cur, s_next = sig[i], sig[i + 1]
-        s_hat = s_cur
-        if gamma_max > 0 and s_tmin <= s_cur <= s_tmax:
-            s_hat = s_cur * (1.0 + gamma_max)
-            if round_sigma is not None:
-                s_hat = float(round_sigma(s_hat))
-            extra = math.sqrt(max(s_hat * s_hat - s_cur * s_cur, 0.0))
-            if extra > 0:
-                x = x + (extra * s_noise) * noise.randn(x.shape).to(x.dtype)
-        d_hat = denoise(x, s_hat, class_labels)
-        if solver == "ddim":
-            eps = (x - d_hat) / s_hat
-            s_up = 0.0
-            if eta > 0 and s_next > 0:
-                s_up = min(s_next, eta * s_next * math.sqrt(max(s_hat * s_hat - s_next * s_next, 0.0)) / s_hat)
-            s_down = math.sqrt(s_next * s_next - s_up * s_up)
-            x_next = clip(d_hat) + s_down * eps
-            if s_up > 0:
-                x_next = x_next + s_up * noise.randn(x.shape).to(x.dtype)
-        else:
-            d_cur = (x - clip(d_hat)) / s_hat
-            x_next = x + (s_next - s_hat) * d_cur
-            if solver == "heun" and s_next > 0:
-                d_next = denoise(x_next, s_next, class_labels)
-                d_prime = (x_next - clip(d_next)) / s_next
-                x_next = x + (s_next - s_hat) * (0.5 * d_cur + 0.5 * d_prime)
-        x = x_next
-        if callback is not None:
-            callback({"i": i, "sigma": s_hat, "sigma_next": s_next, "x": x, "denoised": d_hat})
-    return x
-
-
-# ------------------------------------------------------------------------------------------------------------
 # the nn.Module users call
-
-
-def _module_device(m: nn.Module) -> torch.device:
-    for t in m.buffers():
-        return t.device
-    for t in m.parameters():
-        return t.device
-    return torch.device("cpu")
 
 
 class GuidedDiffusion(nn.Module):
@@ -295,8 +152,8 @@ class GuidedDiffusion(nn.Module):
                 "denoiser must be a robaug Denoiser (e.g. robaug.hub.load_denoiser(...), DiffusersDenoiser(unet, "
                 f"scheduler_config) or CallableDenoiser(fn, ...)), got {type(denoiser).__name__}"
             )
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if solver not in SOLVER_FUNCTIONS:
+            raise ValueError(f"solver must be one of {tuple(SOLVER_FUNCTIONS.names())}, got {solver!r}")
         if eta < 0 or (eta and solver != "ddim"):
             raise ValueError(f"eta={eta}: DDIM's eta must be >= 0 and needs solver='ddim'")
         if s_churn < 0:
@@ -436,7 +293,7 @@ class GuidedDiffusion(nn.Module):
 
         ``noise``: the unit-variance initial noise ``(B, C, H, W)`` (the sampler starts at ``sigmas[0] * noise``).
         """
-        device = _module_device(self.denoiser)
+        device = module_device(self.denoiser)
         if seeds is not None and generator is not None:
             raise ValueError("pass either seeds (one per sample) or generator, not both")
         if isinstance(seeds, range):

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ._ddpm import DDPM_SCHEDULER_CONFIG, ddpm_scheduler_config
+
 __all__ = [
     "BETA_SCHEDULES",
     "make_betas",
@@ -29,6 +31,8 @@ __all__ = [
     "alphas_cumprod_from_sigmas",
     "scheduler_config_dict",
     "sigmas_from_scheduler_config",
+    "DDPM_SCHEDULER_CONFIG",
+    "ddpm_scheduler_config",
     "default_timestep_sigmas",
     "sigma_to_t",
     "t_to_sigma",
@@ -130,9 +134,10 @@ def sigmas_from_scheduler_config(scheduler_config: Any) -> torch.Tensor:
 
 
 def default_timestep_sigmas() -> torch.Tensor:
-    """The table that gives ``t`` a meaning for continuous-time denoisers: DDPM linear betas
-    1e-4..0.02, T = 1000 (Ho et al. 2020), the schedule of the DiffAug paper's models."""
-    return sigmas_from_alphas_cumprod(alphas_cumprod_from_betas(make_betas("linear", 1000, 1e-4, 0.02)))
+    """The table that gives ``t`` a meaning for continuous-time denoisers: the sigmas of
+    :data:`DDPM_SCHEDULER_CONFIG` (DDPM linear betas 1e-4..0.02, T = 1000; Ho et al. 2020), the schedule of the
+    DiffAug paper's models."""
+    return sigmas_from_scheduler_config(DDPM_SCHEDULER_CONFIG)
 
 
 def sigma_to_t(sigma: torch.Tensor, sigmas: torch.Tensor, mode: str = "interpolate") -> torch.Tensor:

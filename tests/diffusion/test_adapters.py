@@ -1,3 +1,6 @@
+"""The adapters: a diffusers UNet2DModel (one-step x0 equals diffusers' DDPMScheduler) and an EDM network (Table 1
+preconditioning) seen as D(x, sigma, class_labels)."""
+
 import math
 
 import pytest
@@ -5,7 +8,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
-from robaug.diffusion import CallableDenoiser, Denoiser, DiffusersDenoiser, EDMDenoiser, schedule
+from robaug.diffusion import CallableDenoiser, DiffusersDenoiser, EDMDenoiser, schedule
 
 SCHEDULES = [("linear", 1e-4, 0.02), ("scaled_linear", 0.00085, 0.012), ("squaredcos_cap_v2", 1e-4, 0.02)]
 PREDICTIONS = ["epsilon", "sample", "v_prediction"]
@@ -221,24 +224,3 @@ def test_edm_labels_onehot_and_index():
     assert d_idx.net.seen[-1][2].tolist() == [0, 0]
     with pytest.raises(ValueError, match="in_channels"):
         EDMDenoiser(nn.Identity())
-
-
-def test_callable_denoiser_gets_batched_sigma_and_registers_modules():
-    seen = {}
-
-    def fn(x, sigma, labels):
-        seen["sigma"], seen["labels"] = sigma, labels
-        return x / (1 + sigma.view(-1, 1, 1, 1) ** 2)  # the MMSE denoiser for x0 ~ N(0, I)
-
-    d = CallableDenoiser(fn, in_channels=1)
-    x = torch.randn(4, 1, 5, 5)
-    out = d(x, 2.0)
-    assert seen["sigma"].shape == (4,) and seen["labels"] is None
-    torch.testing.assert_close(out, x / 5)
-    conv = nn.Conv2d(3, 3, 1)
-    d2 = CallableDenoiser(lambda x, s, y: conv(x))
-    d3 = CallableDenoiser(conv.__call__)
-    assert len(list(CallableDenoiser(conv).parameters())) == 2 and not list(d3.parameters())
-    assert isinstance(d2, Denoiser)
-    with pytest.raises(TypeError):
-        CallableDenoiser(3)

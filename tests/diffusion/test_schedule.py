@@ -57,6 +57,22 @@ def test_default_table_is_ddpm_linear_and_reproduces_paper_certification_timeste
         assert int((sig >= 2 * s).nonzero()[0]) == t_star
 
 
+def test_the_default_ddpm_config_is_one_readonly_definition_diffusers_accepts():
+    cfg = schedule.ddpm_scheduler_config()
+    assert cfg == dict(schedule.DDPM_SCHEDULER_CONFIG) and cfg is not schedule.DDPM_SCHEDULER_CONFIG
+    with pytest.raises(TypeError):
+        schedule.DDPM_SCHEDULER_CONFIG["beta_end"] = 0.03  # read-only: callers copy it
+    cfg["beta_end"] = 0.03
+    assert schedule.DDPM_SCHEDULER_CONFIG["beta_end"] == 0.02
+    hub = schedule.ddpm_scheduler_config(variance_type="fixed_small", clip_sample=True)
+    assert hub["clip_sample"] is True and hub["num_train_timesteps"] == 1000
+    ref = DDPMScheduler.from_config(schedule.ddpm_scheduler_config())
+    assert ref.config.prediction_type == "epsilon"
+    a = ref.alphas_cumprod.double()
+    assert torch.equal(schedule.default_timestep_sigmas(), schedule.sigmas_from_scheduler_config(hub))
+    torch.testing.assert_close(schedule.default_timestep_sigmas(), ((1 - a) / a).sqrt(), rtol=0, atol=0)
+
+
 def test_sigma_to_t_interpolates_in_log_sigma_and_clamps():
     sig = schedule.default_timestep_sigmas()
     t = schedule.sigma_to_t(sig, sig)
