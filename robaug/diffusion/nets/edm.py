@@ -95,6 +95,8 @@ def build_edm_denoiser(
     class_name: str,
     init_kwargs: Mapping[str, Any],
     state_dict: Mapping[str, torch.Tensor] | None = None,
+    *,
+    device: torch.device | str | None = None,
 ) -> EDMDenoiser:
     """An EDM preconditioner (``class_name`` ``"VPPrecond"`` / ``"VEPrecond"`` / ``"EDMPrecond"``) from the keyword
     arguments EDM recorded for it (``img_resolution``, ``img_channels``, ``label_dim``, ``model_type``, the
@@ -102,6 +104,7 @@ def build_edm_denoiser(
 
     With ``state_dict`` (the preconditioner's keys, ``model.enc.16x16_conv.weight``, ...) the network is built
     without initialising its weights and loaded strictly; the result is in eval mode with ``requires_grad=False``.
+    Without it the network is randomly initialised on ``device`` (``"meta"``: shapes only).
     ``use_fp16`` is ignored: run the denoiser in the dtype you choose (``.half()``).
     """
     if class_name not in _PRECOND_KEYS:
@@ -121,11 +124,9 @@ def build_edm_denoiser(
 
     net_kwargs = dict(img_resolution=resolution, in_channels=channels, out_channels=channels, label_dim=label_dim, **kw)
     try:
-        if state_dict is None:
+        # with weights: no point initialising tensors that are replaced at once
+        with torch.device("meta" if state_dict is not None else device or "cpu"):
             net = EDM_NETWORKS[model_type](**net_kwargs)
-        else:
-            with torch.device("meta"):  # no point initialising weights that are replaced at once
-                net = EDM_NETWORKS[model_type](**net_kwargs)
     except TypeError as err:
         raise ValueError(f"bad init_kwargs for {class_name}/{model_type}: {err}") from None
 
