@@ -94,7 +94,10 @@ def _load_storage(data: bytes) -> Any:
         raise pickle.UnpicklingError("EDM pickle: a storage record that is not a byte string")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation
-        storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+        try:
+            storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # torch's weights-only unpickler refused something
+            raise UnsafePickleError(f"refused a storage record (torch.load(weights_only=True) says: {err})") from None
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise pickle.UnpicklingError(f"EDM pickle: a storage record holds {type(storage).__name__}")
     return storage
@@ -223,11 +226,10 @@ def read_edm_pickle(path: str | Path, key: str = "ema") -> EDMCheckpoint:
     with open(path, "rb") as f:
         try:
             data = _RestrictedUnpickler(f).load()
-        except (UnsafePickleError, FileNotFoundError):
-            raise
-        except pickle.UnpicklingError as err:
-            raise pickle.UnpicklingError(f"{path}: {err}") from None
-        except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, RuntimeError) as err:
+        except UnsafePickleError as err:
+            raise UnsafePickleError(f"{path}: {err}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                RuntimeError) as err:
             raise ValueError(f"{path} is not a readable EDM pickle ({type(err).__name__}: {err})") from None
     if isinstance(data, _ModuleRecord):
         net = data
