@@ -7,14 +7,15 @@ The converted folder's ``config.json`` is ``{"format": "robaug-converted", "fami
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..data.shards import atomic_write_bytes
 from ..diffusion.adapters import EDMDenoiser
 from .edm_pickle import read_edm_pickle
 
-__all__ = ["convert_edm_pickle", "load_edm_folder", "edm_config"]
+__all__ = ["convert_edm_pickle", "edm_config", "load_edm_folder"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

@@ -17,9 +17,10 @@ import io
 import pickle
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ class _ModuleRecord:
 class _ModuleDictRecord(_ModuleRecord):
     """``torch.nn.ModuleDict`` as unpickled by NEWOBJ + BUILD."""
 
-    def __new__(cls, *args: Any) -> "_ModuleDictRecord":
+    def __new__(cls, *args: Any) -> _ModuleDictRecord:
         obj = object.__new__(cls)
         obj.class_name = "ModuleDict"
         obj._set({})

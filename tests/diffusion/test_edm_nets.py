@@ -171,7 +171,7 @@ def test_skip_architectures_and_dtype_follow_the_input():
 def test_guided_diffusion_heun_equals_edm_algorithm_2(edm_fixtures):
     """robaug.GuidedDiffusion (Heun, CFG off) over the EDM ADM fixture = EDM's Algorithm 2 written out here,
     calling the bare network with EDM's own preconditioning formulas."""
-    info, t, _ = _case(edm_fixtures, "edm-adm-cond")
+    info, _, _ = _case(edm_fixtures, "edm-adm-cond")
     config = {"class_name": info["precond"], "init_kwargs": info["init_kwargs"]}
     d = load_edm_folder(edm_fixtures / "edm-adm-cond.safetensors", config)
     labels, n = torch.tensor([3, 7]), torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -16,7 +16,7 @@ _LAZY = {
     "build_edm_denoiser": ".edm",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["DhariwalUNet", "SongUNet", "VEDenoiser", "VPDenoiser", "build_edm_denoiser"]
 
 
 def __getattr__(name: str) -> Any:

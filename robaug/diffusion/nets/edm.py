@@ -14,7 +14,8 @@ Class labels: robaug passes integer ids; EDM's networks take one-hot float vecto
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from torch import nn
 from ..adapters import EDMDenoiser
 from .edm_unets import DhariwalUNet, SongUNet
 
-__all__ = ["VPDenoiser", "VEDenoiser", "EDM_NETWORKS", "EDM_PRECONDS", "build_edm_denoiser"]
+__all__ = ["EDM_NETWORKS", "EDM_PRECONDS", "VEDenoiser", "VPDenoiser", "build_edm_denoiser"]
 
 EDM_NETWORKS: dict[str, type[nn.Module]] = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
 

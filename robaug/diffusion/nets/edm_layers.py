@@ -9,13 +9,13 @@ trained EDM weights, not to reproduce EDM's training initialisation.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Linear", "Conv2d", "GroupNorm", "UNetBlock", "PositionalEmbedding", "FourierEmbedding"]
+__all__ = ["Conv2d", "FourierEmbedding", "GroupNorm", "Linear", "PositionalEmbedding", "UNetBlock"]
 
 
 def _uniform(shape: Sequence[int], fan_in: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ preconditioning, ``class_labels`` a ``(B, label_dim)`` float (one-hot) tensor, `
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import nn
 
 from .edm_layers import Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock
 
-__all__ = ["SongUNet", "DhariwalUNet"]
+__all__ = ["DhariwalUNet", "SongUNet"]
 
 
 def _check(name: str, value: str, allowed: Sequence[str]) -> None:
