@@ -6,6 +6,7 @@ on small random-weight configurations; robaug must reproduce ``out`` to 1e-5 rel
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -60,6 +61,9 @@ def test_matches_edm_reference_outputs(edm_fixtures, name):
     assert not any(p.requires_grad for p in d.parameters())
     assert (d.in_channels, d.sample_size, d.num_classes) == (3, 16, info["label_dim"] or None)
     assert _rel_err(d(t["x"], t["sigma"], labels), t["out"], t["sigma"]) <= 1e-5
+    # weights in float16 (activations follow them, as in EDM's use_fp16 mode): still close to EDM's float32 output
+    half = copy.deepcopy(d).half()
+    assert _rel_err(half(t["x"], t["sigma"], labels), t["out"], t["sigma"]) <= 1e-3
     if labels is not None:  # integer ids and EDM's one-hot float vectors are the same input
         onehot = torch.nn.functional.one_hot(labels, info["label_dim"]).float()
         torch.testing.assert_close(d(t["x"], t["sigma"], onehot), d(t["x"], t["sigma"], labels), rtol=0, atol=0)
