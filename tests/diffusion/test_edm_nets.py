@@ -203,3 +203,25 @@ def test_guided_diffusion_heun_equals_edm_algorithm_2(edm_fixtures):
         x = x_next
     assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
     torch.testing.assert_close(out, x, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_label_dropout_models_get_a_null_label_for_cfg():
+    """EDM's label dropout zeroes the one-hot vector, so the all-zero label is the trained "no class": robaug names it
+    null_label = label_dim, which classifier-free guidance then uses."""
+    kw = dict(img_resolution=8, img_channels=3, label_dim=4, model_type="DhariwalUNet", model_channels=64,
+              channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.0, label_dropout=0.1)
+    d = build_edm_denoiser("EDMPrecond", kw).eval()
+    assert (d.num_classes, d.null_label) == (4, 4)
+    assert build_edm_denoiser("EDMPrecond", dict(kw, label_dropout=0)).null_label is None
+    x, s = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 3.0])
+    zeros = d.net(x * d.preconditioning(s)[2].view(-1, 1, 1, 1), d.preconditioning(s)[3], torch.zeros(2, 4))
+    c_skip, c_out = (c.view(-1, 1, 1, 1) for c in d.preconditioning(s)[:2])
+    torch.testing.assert_close(d(x, s, torch.tensor([4, 4])), c_skip * x + c_out * zeros)
+    torch.testing.assert_close(d(x, s), d(x, s, torch.tensor([4, 4])))
+    guided = robaug.GuidedDiffusion(d, num_steps=2, cfg_scale=2.5).guided
+    labels = torch.tensor([1, 2])
+    expected = d(x, 0.3, None) + 2.5 * (d(x, 0.3, labels) - d(x, 0.3, None))
+    torch.testing.assert_close(guided(x, 0.3, labels), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="null_label may only be num_classes"):
+        EDMDenoiser(d.net, num_classes=4, null_label=0, label_format="onehot", in_channels=3)

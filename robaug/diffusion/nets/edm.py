@@ -131,8 +131,10 @@ def build_edm_denoiser(
     except TypeError as err:
         raise ValueError(f"bad init_kwargs for {class_name}/{model_type}: {err}") from None
 
+    # label dropout trains the all-zero label as "no class": name it (id label_dim) so that CFG can use it
+    null_label = label_dim if label_dim and float(kw.get("label_dropout", 0) or 0) > 0 else None
     common = dict(in_channels=channels, sample_size=resolution, size_multiple=net.downsample_factor,
-                  num_classes=label_dim or None, label_format="onehot" if label_dim else "index")
+                  num_classes=label_dim or None, null_label=null_label, label_format="onehot" if label_dim else "index")
     if class_name == "VPPrecond":
         den: EDMDenoiser = VPDenoiser(net, **pre, **common)
     elif class_name == "VEPrecond":
