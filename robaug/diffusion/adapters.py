@@ -136,7 +136,9 @@ class EDMDenoiser(Denoiser):
     ``net`` is called as ``net(c_in * x, c_noise, class_labels)`` (``c_noise`` a ``(B,)`` tensor; without
     labels as ``net(c_in * x, c_noise)``), like the raw network inside NVlabs' ``EDMPrecond``.
     ``label_format="onehot"`` passes labels as float one-hot ``(B, num_classes)`` vectors and "no label" as
-    zeros (the EDM convention); ``"index"`` passes int labels and ``null_label`` for "no label".
+    zeros (the EDM convention; for a model trained with label dropout, ``null_label=num_classes`` names that zero
+    vector so that classifier-free guidance can ask for it); ``"index"`` passes int labels and ``null_label`` for
+    "no label".
     ``in_channels`` / ``sample_size`` default to the net's ``in_channels`` / ``img_channels`` /
     ``img_resolution`` / ``config`` attributes when present.
     """
@@ -160,8 +162,11 @@ class EDMDenoiser(Denoiser):
     ) -> None:
         if label_format not in ("index", "onehot"):
             raise ValueError(f"label_format must be 'index' or 'onehot', got {label_format!r}")
-        if label_format == "onehot" and null_label is not None:
-            raise ValueError("label_format='onehot' uses zero vectors for 'no label'; do not pass null_label")
+        if label_format == "onehot" and null_label is not None and null_label != num_classes:
+            raise ValueError(
+                "label_format='onehot' uses the zero vector for 'no label'; null_label may only be num_classes "
+                f"(={num_classes}), the id that selects it"
+            )
         cfg = getattr(net, "config", None) or {}
         if in_channels is None:
             in_channels = getattr(net, "in_channels", None) or getattr(net, "img_channels", None) or cfg.get("in_channels")
@@ -213,7 +218,8 @@ class EDMDenoiser(Denoiser):
                 raise ValueError(f"one-hot class_labels must have shape ({batch}, {self.num_classes})")
             return labels
         labels = super()._resolve_labels(labels, batch, device)
-        return F.one_hot(labels, self.num_classes).float()
+        depth = self.num_classes + (self.null_label is not None)  # the null id one-hot-encodes to zeros
+        return F.one_hot(labels, depth)[:, : self.num_classes].float()
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sigma_data={self.sigma_data}, label_format={self.label_format!r}"
