@@ -4,7 +4,16 @@ Data in ``[-1, 1]``, noisy input ``x = x0 + sigma * n`` (the variance-exploding 
 """
 
 from . import schedule
-from .adapters import DiffusersDenoiser, EDMDenoiser
+from .adapters import ADMDenoiser, DDPMDenoiser, DiffusersDenoiser, EDMDenoiser, NoisyClassifier
 from .denoiser import CallableDenoiser, Denoiser
 
-__all__ = ["Denoiser", "DiffusersDenoiser", "EDMDenoiser", "CallableDenoiser", "schedule"]
+__all__ = [
+    "Denoiser",
+    "DDPMDenoiser",
+    "DiffusersDenoiser",
+    "ADMDenoiser",
+    "NoisyClassifier",
+    "EDMDenoiser",
+    "CallableDenoiser",
+    "schedule",
+]

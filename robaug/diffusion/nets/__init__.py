@@ -1,0 +1,1 @@
+"""Network architectures robaug builds itself (ADM, EDM) for the papers' own checkpoints."""
