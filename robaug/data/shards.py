@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -32,6 +31,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from .._atomic import atomic_path, atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "FORMAT",
@@ -75,29 +76,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             if not b:
                 return h.hexdigest()
             h.update(b)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder + fsync + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -426,16 +404,8 @@ def write_npz(path: str | os.PathLike, images: Any, labels: Any, *, layout: str 
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"{path}: the file name must end in .npz (np.savez appends it otherwise)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, image=np.ascontiguousarray(img), label=lab.astype(np.int64))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def npz_to_shards(
