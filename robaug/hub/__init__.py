@@ -116,7 +116,12 @@ def _hub_repo_files(repo_id: str, revision: str, cache_dir, local_files_only: bo
 
     snapshot = hub_cache_path(resolve_cache_dir(cache_dir), repo_id, revision, "x").parent
     marker = snapshot / ".robaug-complete"
-    if marker.is_file():  # fetched completely before: no network at all
+    if marker.is_file():  # fetched completely before: no network at all (each file's content re-checked)
+        from ._fetch import check_cached
+
+        for f in snapshot.rglob("*"):
+            if f.is_file() and f.suffix in (".json", ".safetensors"):
+                check_cached(f, snapshot)
         return snapshot
     try:
         get("config.json")
