@@ -182,3 +182,29 @@ def test_noisy_classifier_guidance_is_dhariwal_nichol():
     d = guided(x, sigma, y)
     assert (SCALE * grad.abs().max() * (1 - abar) ** 0.5) > 1e-2  # the guidance term is not negligible
     assert ((x - d) / sigma - eps_guided).abs().max().item() <= TOL * eps_guided.abs().max().item()
+
+
+def test_half_precision_paths():
+    """``convert_to_fp16`` (the reference's half-precision trunk) and a bfloat16 copy of the whole denoiser
+    stay close to float32; the schedule table stays float64 and D returns the input's dtype."""
+    kwargs = UNET_CONFIGS["uncond_learned_sigma"]
+    ref, ours = _pair(ref_unet.UNetModel, UNetModel, kwargs, seed=12)
+    D = ADMDenoiser(ours)
+    x, s = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([0.5, 5.0])
+    with torch.no_grad():
+        want = D(x, s)
+        half = UNetModel(**kwargs).eval()
+        half.load_state_dict(ref.state_dict())
+        half.convert_to_fp16()
+        assert half.trunk_dtype == torch.float16 and half.time_embed[0].weight.dtype == torch.float32
+        got16 = ADMDenoiser(half)(x, s)
+        bf = ADMDenoiser(UNetModel(**kwargs).eval())
+        bf.net.load_state_dict(ref.state_dict())
+        bf = bf.to(torch.bfloat16)
+        gotbf = bf(x, s)
+    assert bf.timestep_sigmas.dtype == torch.float64
+    assert got16.dtype == gotbf.dtype == torch.float32
+    scale = want.abs().max()
+    assert (got16 - want).abs().max() / scale < 1e-2
+    assert (gotbf - want).abs().max() / scale < 5e-2
+    assert (got16 - want).abs().max() > 0  # the fp16 path really ran in half precision
