@@ -20,6 +20,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._converted import (
+    ConversionRequiredError,
+    build_converted,
+    conversion_help,
+    converted_cache_dir,
+    converted_folder,
+    load_classifier,
+)
 from ._download import (
     ChecksumError,
     DownloadError,
@@ -28,8 +36,6 @@ from ._download import (
     UnsafeWeightsError,
     download_file,
 )
-from ._converted import ConversionRequiredError, build_converted, conversion_help, converted_cache_dir, converted_folder
-from ._converted import load_classifier
 from ._env import resolve_cache_dir
 from ._fetch import OfflineCacheMissError, fetch_entry, fetch_hub_file
 from .registry import (

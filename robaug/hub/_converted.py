@@ -40,8 +40,9 @@ def conversion_help(entry: WeightsEntry, cache_dir: str | os.PathLike | None = N
     fname = entry.official_url.rsplit("/", 1)[-1]
     arch = f" --arch {entry.convert_arch}" if entry.convert_arch else ""
     return "\n".join([
-        f"robaug: {entry.name!r} has to be converted once from its official file; robaug ships no copy of it "
-        f"({entry.notes or 'no safetensors copy with a clear licence could be verified'}). Licence: {entry.license}.",
+        (f"robaug: {entry.name!r} has to be converted once from its official file. robaug ships and downloads no "
+         "copy of it (no safetensors copy with a clear licence could be verified)"
+         + (f"; {entry.notes}" if entry.notes else "") + f". Licence: {entry.license}."),
         f"    1. download {entry.official_url}" + (f" ({entry.extra['size']})" if "size" in entry.extra else ""),
         f"    2. robaug convert {fname} {dst}{arch}",
         f"Then load_denoiser({entry.name!r}) (or the folder itself) works. Conversion never runs code from the file.",

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import shutil
 import struct
-import os
 import urllib.error
 import urllib.parse
 import urllib.request

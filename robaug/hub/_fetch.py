@@ -21,7 +21,14 @@ import urllib.parse
 from importlib import resources
 from pathlib import Path
 
-from ._download import DownloadError, InvalidFileError, RemoteFileNotFoundError, adopt_file, check_payload, download_file
+from ._download import (
+    DownloadError,
+    InvalidFileError,
+    RemoteFileNotFoundError,
+    adopt_file,
+    check_payload,
+    download_file,
+)
 from ._env import hf_endpoint, hf_hub_cache, hf_token, offline_reason, resolve_cache_dir
 from .registry import WeightFile, WeightsEntry
 

@@ -341,5 +341,5 @@ register_weights(WeightsEntry(
                 "(Wang et al. 2023).",
     notes="the official file is a pickle that carries its own source code; `robaug convert` reads it with a "
           "restricted unpickler that never imports or runs that code",
-    extra={"size": "about 0.22 GB (56M parameters)"},
+    extra={"size": "about 56M parameters, 0.22 GB of float32"},
 ))
