@@ -238,3 +238,44 @@ def test_cli_convert_then_generate_with_the_folder(tmp_path):
     images_py, labels_py = load_shards(tmp_path / "py")
     assert labels.tolist() == [0, 1, 2] and torch.equal(labels, labels_py)
     assert torch.equal(images, images_py) and images.float().std() > 1  # not a constant image
+
+
+_LAYOUTS = {
+    "updown_learned_sigma": UNET,
+    "conv_resample_cond": dict(image_size=16, in_channels=3, model_channels=32, out_channels=3, num_res_blocks=2,
+                               attention_resolutions=(1, 2), channel_mult=(1, 2), num_classes=7, num_heads=2),
+    "pool_resample": dict(image_size=16, in_channels=1, model_channels=32, out_channels=2, num_res_blocks=1,
+                          attention_resolutions=(4,), channel_mult=(1, 1, 2), conv_resample=False, num_heads=1),
+    "half_width_first_level": dict(image_size=16, in_channels=3, model_channels=64, out_channels=6, num_res_blocks=1,
+                                   attention_resolutions=(2, 4), channel_mult=(0.5, 1, 1), num_head_channels=16,
+                                   resblock_updown=True, use_scale_shift_norm=True),
+    "classifier_attention": CLF,
+    "classifier_spatial": dict(image_size=8, in_channels=3, model_channels=32, out_channels=4, num_res_blocks=1,
+                               attention_resolutions=(), channel_mult=(1, 1), pool="spatial"),
+    **{name: kw for name, (_, kw, _) in ADM_PRESETS.items()},
+}
+_DEFAULTS = dict(conv_resample=True, resblock_updown=False, use_scale_shift_norm=False, num_classes=None)
+
+
+@pytest.mark.parametrize("name", sorted(_LAYOUTS))
+def test_shapes_give_back_the_architecture(name):
+    """Every value infer_adm_config reads from the shapes is the one the network was built with (meta tensors,
+    so the published 2 GB configurations cost nothing)."""
+    from robaug.diffusion.nets.adm import EncoderUNetModel
+    from robaug.hub._adm_config import infer_adm_config
+
+    kw = _LAYOUTS[name]
+    classifier = "pool" in kw
+    with torch.device("meta"):
+        net = (EncoderUNetModel if classifier else UNetModel)(**kw)
+    family, inferred, alternatives = infer_adm_config(net.state_dict())
+    assert family == ("adm-classifier" if classifier else "adm") and alternatives == []
+    assert {"model_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "out_channels"} <= set(inferred)
+    for key, value in inferred.items():
+        if key == "conv_resample" and kw.get("resblock_updown"):
+            continue  # unused (and unknowable) with residual resampling
+        want = kw.get(key, _DEFAULTS.get(key))
+        if isinstance(value, list):
+            assert sorted(value) == sorted(want), key
+        else:
+            assert value == want, key
