@@ -10,10 +10,12 @@ models: noise prediction, then the variance interpolation ``v``), ``EncoderUNetM
 Why not diffusers' ``UNet2DModel``: it has the same kinds of blocks (scale-shift ``ResnetBlock2D``, resnet
 up/down-sampling, mid attention) and a remapped state dict could reproduce *some* ADM configurations, but not
 all of them: a fixed ``num_heads`` with widths changing across levels (the 128x128 model, improved-diffusion's
-models) gives a per-level head width that ``attention_head_dim`` cannot express; ``channel_mult[0] != 1`` (the
-512x512 model) changes the timestep-embedding width; the legacy attention order interleaves q/k/v per head in
-one ``qkv`` convolution (a weight permutation would be needed); and the classifier's attention pooling has no
-diffusers counterpart. This was judged from the two codes, not checked numerically. A module with the
+models) gives a per-level head width that ``UNet2DModel``'s single ``attention_head_dim`` cannot express;
+``channel_mult[0] != 1`` (the 512x512 model) changes the timestep-embedding width (diffusers embeds ``t`` in
+``block_out_channels[0]`` dimensions, ADM in ``model_channels``); the legacy attention order interleaves q/k/v
+per head in one ``qkv`` convolution (a weight permutation would be needed); and the classifier's attention
+pooling has no diffusers counterpart. This was judged by reading both codes (diffusers' ``unet_2d.py``,
+``ResnetBlock2D``, ``Attention``), not checked numerically. A module with the
 reference's names loads every checkpoint strictly and without key remapping, so robaug uses its own.
 
 ``use_fp16`` is accepted and recorded; robaug runs the trunk in the dtype of its parameters (call
