@@ -1,4 +1,4 @@
-"""The ``robaug`` command: ``demo``, ``list``, ``download``, ``generate``, ``train``."""
+"""The ``robaug`` command: ``demo``, ``list``, ``download``, ``convert``, ``generate``, ``train``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 _DELEGATED_HELP = {
     "download": "pre-download weights into the cache (for offline clusters)",
+    "convert": "convert an ADM .pt / EDM .pkl checkpoint into a safetensors folder (no code from the file runs)",
     "generate": "write a class-balanced synthetic dataset in resumable shards (torchrun for several GPUs)",
     "train": "train a classifier with a robustness recipe (baseline, augmix, ipmix, diffaug, ...)",
 }
@@ -42,6 +43,10 @@ def _delegated(name: str):
         from .hub import main_download
 
         return main_download
+    if name == "convert":
+        from .hub.convert import main_convert
+
+        return main_convert
     if name == "generate":
         from .generate import main_generate
 

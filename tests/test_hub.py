@@ -94,6 +94,7 @@ class FileServer:
         self.truncate: set[str] = set()      # send Content-Length, then half the body, then hang up
         self.slow: set[str] = set()          # send the body in small delayed pieces
         self.redirect: dict[str, str] = {}   # path -> absolute Location
+        self.content_type: dict[str, str] = {}  # path -> Content-Type header
         self.log: list[tuple[str, dict]] = []
         owner = self
 
@@ -117,6 +118,8 @@ class FileServer:
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
+                if self.path in owner.content_type:
+                    self.send_header("Content-Type", owner.content_type[self.path])
                 self.end_headers()
                 if self.path in owner.truncate:
                     self.wfile.write(data[: len(data) // 2])
@@ -415,6 +418,119 @@ def test_download_file_streams_to_temp_and_verifies(tmp_path, server):
         _download.download_file(server.url + "/missing", tmp_path / "missing", progress=False)
     assert not (tmp_path / "missing").exists()
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == [".locks", "big.bin"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Hardening: content checks without a sha256, the Hugging Face cache, leftovers, umask (issue 12, section 5)
+# ------------------------------------------------------------------------------------------------------
+
+_PORTAL = b"<!DOCTYPE html><html><head><title>Log in to the Wi-Fi</title></head><body>...</body></html>"
+
+
+@pytest.mark.parametrize("how", ["sniffed", "content-type"])
+def test_html_body_is_refused_and_not_cached(env, server, registered, how):
+    entry = registered(hub_entry("test/portal", None))  # no sha256: only the content check can tell
+    path = serve_entry(server, entry, _PORTAL if how == "sniffed" else st_bytes(make_unet(3)))
+    if how == "content-type":
+        server.content_type[path] = "text/html; charset=utf-8"
+    folder = _fetch.hub_cache_path(env, entry.repo_id, entry.revision, "x").parent
+    with pytest.raises(hub.DownloadError, match="HTML page") as err:
+        hub.load_denoiser("test/portal", progress=False)
+    assert str(folder) in str(err.value)
+    assert cache_files(env) == []
+
+
+def test_truncated_file_with_matching_length_is_not_cached(env, server, registered):
+    """A file cut short at the source (Content-Length agrees with the short body): the safetensors header
+    no longer fits, so it is refused instead of being cached as complete."""
+    unet = make_unet(4)
+    data = st_bytes(unet)
+    entry = registered(hub_entry("test/short", None))
+    path = serve_entry(server, entry, data[: len(data) - 100])
+    with pytest.raises(_download.InvalidFileError, match="header describes"):
+        hub.load_denoiser("test/short", progress=False)
+    assert cache_files(env) == []
+    server.files[path] = data
+    assert_same_model(hub.load_denoiser("test/short", progress=False), unet)
+
+
+def test_generic_repo_is_not_marked_complete_until_its_json_parses(env, server):
+    unet = make_unet(5)
+    root = "/someone/broken/resolve/main/"
+    server.files[root + "config.json"] = b'{"_class_name": "UNet2DModel", "sample_si'  # cut JSON
+    server.files[root + "diffusion_pytorch_model.safetensors"] = st_bytes(unet)
+    with pytest.raises(_download.InvalidFileError, match="not valid JSON"):
+        hub.load_denoiser("someone/broken", progress=False)
+    assert not list(env.rglob(".robaug-complete")) and not list(env.rglob("config.json"))
+    server.files[root + "config.json"] = json.dumps({"_class_name": "UNet2DModel", **tiny_unet_config()}).encode()
+    assert_same_model(hub.load_denoiser("someone/broken", progress=False), unet)
+    assert list(env.rglob(".robaug-complete"))
+
+
+def test_damaged_cache_from_an_older_version_names_the_folder(env, server, registered):
+    entry = registered(hub_entry("test/damaged", None))
+    cached = _fetch.hub_cache_path(env, entry.repo_id, entry.revision, "diffusion_pytorch_model.safetensors")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(_PORTAL)  # what robaug < this version cached from a captive portal
+    with pytest.raises(_fetch.CorruptCacheError, match="Delete the cache folder") as err:
+        hub.load_denoiser("test/damaged", progress=False)
+    assert str(cached.parent) in str(err.value) and server.log == []
+
+
+def _hf_snapshot(hf_home: Path, repo_id: str, revision: str, filename: str, data: bytes) -> Path:
+    """The layout huggingface_hub writes: blobs/<hash> + snapshots/<commit>/<file> symlink + refs/main."""
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    snap = repo / "snapshots" / revision / filename
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    snap.symlink_to(os.path.relpath(blob, snap.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return blob
+
+
+def test_weights_in_the_hugging_face_cache_are_reused_after_a_sha256_check(env, server, registered, tmp_path,
+                                                                           monkeypatch):
+    unet = make_unet(6)
+    data = st_bytes(unet)
+    entry = registered(hub_entry("test/in-hf", hashlib.sha256(data).hexdigest()))
+    blob = _hf_snapshot(tmp_path / "hf-home", entry.repo_id, entry.revision, "diffusion_pytorch_model.safetensors",
+                        data)
+    monkeypatch.setenv("ROBAUG_OFFLINE", "1")  # works offline: nothing is downloaded
+    assert_same_model(hub.load_denoiser("test/in-hf", progress=False), unet)
+    cached = _fetch.hub_cache_path(env, entry.repo_id, entry.revision, "diffusion_pytorch_model.safetensors")
+    assert cached.stat().st_ino == blob.stat().st_ino  # hard link, no second copy
+    assert server.log == []
+
+    # a Hugging Face copy that does not match the pinned sha256 is ignored and the file is downloaded
+    other = registered(hub_entry("test/in-hf-bad", hashlib.sha256(data).hexdigest()))
+    _hf_snapshot(tmp_path / "hf-home", other.repo_id, other.revision, "diffusion_pytorch_model.safetensors",
+                 st_bytes(make_unet(7)))
+    serve_entry(server, other, data)
+    monkeypatch.delenv("ROBAUG_OFFLINE")
+    assert_same_model(hub.load_denoiser("test/in-hf-bad", progress=False), unet)
+    assert len(server.log) == 1
+
+
+def test_leftover_part_files_are_swept_and_files_keep_the_umask(env, server, registered):
+    unet = make_unet(8)
+    data = st_bytes(unet)
+    entry = registered(hub_entry("test/umask", None))
+    serve_entry(server, entry, data)
+    cached = _fetch.hub_cache_path(env, entry.repo_id, entry.revision, "diffusion_pytorch_model.safetensors")
+    cached.parent.mkdir(parents=True)
+    stale = cached.parent / f".{cached.name}.0123456789ab.part"  # a killed download's leftover
+    stale.write_bytes(data[:1000])
+    old = os.umask(0o027)
+    try:
+        assert_same_model(hub.load_denoiser("test/umask", progress=False), unet)
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name]
+    assert (cached.stat().st_mode & 0o777) == 0o640
 
 
 # ------------------------------------------------------------------------------------------------------

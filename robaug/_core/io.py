@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = ["sha256_file", "default_file_mode", "atomic_path", "atomic_write_bytes", "atomic_write_text",
-           "atomic_save", "sweep_temporaries", "TMP_MARK"]
+           "atomic_write_json", "atomic_save", "sweep_temporaries", "TMP_MARK"]
 
 #: Every temporary file robaug writes has this in its name (``.<name>.<random>.robaug-tmp``), so a sweep finds them.
 TMP_MARK = ".robaug-tmp"
@@ -68,6 +69,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented, key-sorted JSON (the encoding of manifests, shard records and model configs), written
+    atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def atomic_save(path: str | os.PathLike, write: Callable[[str], object]) -> None:

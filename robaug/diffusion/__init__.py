@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from . import schedule
-    from .adapters import DiffusersDenoiser, EDMDenoiser
+    from .adapters import ADMDenoiser, DDPMDenoiser, DiffusersDenoiser, EDMDenoiser, NoisyClassifier
     from .denoiser import CallableDenoiser, Denoiser
 
-__all__ = ["Denoiser", "DiffusersDenoiser", "EDMDenoiser", "CallableDenoiser", "schedule"]
+__all__ = ["Denoiser", "DDPMDenoiser", "DiffusersDenoiser", "ADMDenoiser", "NoisyClassifier", "EDMDenoiser",
+           "CallableDenoiser", "schedule"]
 
 _HOMES = {"Denoiser": ".denoiser", "CallableDenoiser": ".denoiser", "DiffusersDenoiser": ".adapters",
-          "EDMDenoiser": ".adapters"}
-_SUBMODULES = ("adapters", "contrastive", "denoiser", "guidance", "samplers", "sampling", "schedule")
+          "EDMDenoiser": ".adapters", "ADMDenoiser": ".adapters",
+          "DDPMDenoiser": ".adapters", "NoisyClassifier": ".adapters"}
+_SUBMODULES = ("adapters", "contrastive", "denoiser", "guidance", "nets", "samplers", "sampling", "schedule")
 
 
 def __getattr__(name: str) -> Any:

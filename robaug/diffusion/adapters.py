@@ -9,16 +9,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._core.modules import module_dtype
-from .denoiser import Denoiser, LabelsLike, _unwrap
+from .denoiser import Denoiser, LabelsLike, _table_dtype, _unwrap
 from .schedule import scheduler_config_dict, sigma_to_t, sigmas_from_scheduler_config
 
-__all__ = ["DiffusersDenoiser", "EDMDenoiser", "PREDICTION_TYPES"]
+__all__ = [
+    "DDPMDenoiser",
+    "DiffusersDenoiser",
+    "ADMDenoiser",
+    "NoisyClassifier",
+    "ADM_LINEAR_SCHEDULE",
+    "EDMDenoiser",
+    "PREDICTION_TYPES",
+]
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
-class DiffusersDenoiser(Denoiser):
-    """A diffusers ``UNet2DModel`` trained with a DDPM-family schedule, seen as ``D(x, sigma)``.
+class DDPMDenoiser(Denoiser):
+    """Any network trained with a DDPM-family schedule, called as ``net(x_t, t, **{label_keyword: labels})``,
+    seen as ``D(x, sigma)``.
 
     With ``sigma_t = sqrt((1 - abar_t) / abar_t)`` the DDPM state is ``x_t = x / sqrt(1 + sigma^2)`` and
 
@@ -26,23 +35,96 @@ class DiffusersDenoiser(Denoiser):
     - ``sample``:       ``x0_hat = out(x_t, t)``
     - ``v_prediction``: ``x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat = x / (1 + sigma^2) - sigma v_hat / sqrt(1 + sigma^2)``
 
-    which are exactly diffusers' ``pred_original_sample`` formulas. Supports the ``linear``, ``scaled_linear``
-    and ``squaredcos_cap_v2`` beta schedules (or ``trained_betas``) of ``scheduler_config`` (a dict such as
-    ``scheduler_config.json`` or a diffusers scheduler). Learned-variance UNets (``out_channels = 2 * in_channels``)
-    are accepted; the variance half is dropped.
+    which are exactly diffusers' ``pred_original_sample`` (and guided-diffusion's ``pred_xstart``) formulas.
+    ``scheduler_config`` is a dict such as ``scheduler_config.json`` or a diffusers scheduler (``linear``,
+    ``scaled_linear`` and ``squaredcos_cap_v2`` betas or ``trained_betas``; ``prediction_type``; see
+    :func:`~robaug.diffusion.schedule.sigmas_from_scheduler_config`). Learned-variance networks
+    (``out_channels = 2 * in_channels``) are accepted; the variance half is dropped.
 
     Timesteps from sigma: ``timestep_mode="interpolate"`` (default) maps sigma to a fractional timestep,
     linear in ``log(sigma)`` between the two neighbouring table entries (a table sigma gives exactly its integer
-    t; UNet2DModel's sinusoidal embedding takes fractional t, as in k-diffusion). ``"nearest"`` uses the
+    t; sinusoidal timestep embeddings take fractional t, as in k-diffusion). ``"nearest"`` uses the
     nearest table entry. Sigmas outside the table use t = 0 or t = T - 1 for the network's time input while the
     input scaling and the x0 formula still use the true sigma.
-
-    Class-conditional UNets (``num_class_embeds``): ``num_classes`` defaults to ``num_class_embeds - 1`` when
-    ``null_label`` is the last embedding (label-dropout training), else ``num_class_embeds``.
     """
 
     discrete = True
-    casts_network_input = True  # the UNet gets its weights' dtype (module_dtype); x0 math stays in x's dtype
+    #: attribute the network is stored under (``unet`` for :class:`DiffusersDenoiser`; keeps state-dict keys)
+    _net_attr = "net"
+    #: the adapter casts the network input to the weights' dtype itself (x0 arithmetic stays in x's dtype)
+    casts_network_input = True
+
+    def __init__(
+        self,
+        net: nn.Module,
+        scheduler_config: Any,
+        *,
+        in_channels: int,
+        out_channels: int,
+        sample_size: int | None = None,
+        num_classes: int | None = None,
+        null_label: int | None = None,
+        size_multiple: int = 1,
+        label_keyword: str = "class_labels",
+        timestep_mode: str = "interpolate",
+    ) -> None:
+        cfg = scheduler_config_dict(scheduler_config)
+        prediction_type = cfg.get("prediction_type", "epsilon")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type {prediction_type!r} not supported; use one of {PREDICTION_TYPES}")
+        if timestep_mode not in ("interpolate", "nearest"):
+            raise ValueError(f"timestep_mode must be 'interpolate' or 'nearest', got {timestep_mode!r}")
+        in_ch, out_ch = int(in_channels), int(out_channels)
+        if out_ch not in (in_ch, 2 * in_ch):
+            raise ValueError(f"network out_channels={out_ch} is neither in_channels={in_ch} nor 2*in_channels")
+        super().__init__(
+            in_channels=in_ch,
+            sample_size=sample_size,
+            num_classes=num_classes,
+            null_label=null_label,
+            timestep_sigmas=sigmas_from_scheduler_config(cfg),
+            size_multiple=size_multiple,
+        )
+        setattr(self, self._net_attr, net)
+        self.label_keyword = label_keyword
+        self.prediction_type = prediction_type
+        self.timestep_mode = timestep_mode
+        self.learned_variance = out_ch == 2 * in_ch
+        self.scheduler_config = cfg
+
+    def timesteps_for(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The network's time input for noise levels ``sigma`` (float32, or int64 in ``nearest`` mode)."""
+        t = sigma_to_t(sigma, self.timestep_sigmas, self.timestep_mode)
+        return t if self.timestep_mode == "nearest" else t.float()
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        s = sigma.to(x.dtype).view(-1, 1, 1, 1)
+        c_in = (1.0 + s * s).rsqrt()
+        net = getattr(self, self._net_attr)
+        x_in = (x * c_in).to(module_dtype(net, x.dtype))
+        out = _unwrap(net(x_in, self.timesteps_for(sigma), **{self.label_keyword: class_labels}))
+        if self.learned_variance:
+            out = out[:, : self.in_channels]
+        out = out.to(x.dtype)
+        if self.prediction_type == "epsilon":
+            return x - s * out
+        if self.prediction_type == "sample":
+            return out
+        return c_in * c_in * x - s * c_in * out  # v_prediction
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, prediction_type={self.prediction_type!r}, timestep_mode={self.timestep_mode!r}"
+
+
+class DiffusersDenoiser(DDPMDenoiser):
+    """A diffusers ``UNet2DModel`` trained with a DDPM-family schedule, seen as ``D(x, sigma)``
+    (a :class:`DDPMDenoiser` reading its channels, size and class embeddings from ``unet.config``).
+
+    The UNet is the submodule ``unet``. Class-conditional UNets (``num_class_embeds``): ``num_classes`` defaults to ``num_class_embeds - 1`` when
+    ``null_label`` is the last embedding (label-dropout training), else ``num_class_embeds``.
+    """
+
+    _net_attr = "unet"
 
     def __init__(
         self,
@@ -57,22 +139,13 @@ class DiffusersDenoiser(Denoiser):
         if ucfg is None:
             raise TypeError(
                 f"DiffusersDenoiser expects a diffusers UNet2DModel, got {type(unet).__name__}; "
-                "wrap other networks with EDMDenoiser or CallableDenoiser"
+                "wrap other networks with DDPMDenoiser, ADMDenoiser, EDMDenoiser or CallableDenoiser"
             )
-        cfg = scheduler_config_dict(scheduler_config)
-        prediction_type = cfg.get("prediction_type", "epsilon")
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type {prediction_type!r} not supported; use one of {PREDICTION_TYPES}")
-        if timestep_mode not in ("interpolate", "nearest"):
-            raise ValueError(f"timestep_mode must be 'interpolate' or 'nearest', got {timestep_mode!r}")
         if ucfg.get("time_embedding_type", "positional") == "fourier":
             raise ValueError(
                 "this UNet2DModel uses Fourier time embeddings (a score-SDE VE model), not a DDPM timestep; "
                 "wrap it with CallableDenoiser"
             )
-        in_ch, out_ch = int(ucfg["in_channels"]), int(ucfg["out_channels"])
-        if out_ch not in (in_ch, 2 * in_ch):
-            raise ValueError(f"UNet out_channels={out_ch} is neither in_channels={in_ch} nor 2*in_channels")
         n_embeds = ucfg.get("num_class_embeds")
         if n_embeds is None and getattr(unet, "class_embedding", None) is not None:
             raise ValueError("only num_class_embeds-style class conditioning is supported (not class_embed_type)")
@@ -90,40 +163,83 @@ class DiffusersDenoiser(Denoiser):
             sample_size = sample_size[0] if len(set(sample_size)) == 1 else None
         n_down = len(ucfg.get("down_block_types", ()))
         super().__init__(
-            in_channels=in_ch,
+            unet,
+            scheduler_config,
+            in_channels=int(ucfg["in_channels"]),
+            out_channels=int(ucfg["out_channels"]),
             sample_size=sample_size,
             num_classes=num_classes,
             null_label=null_label,
-            timestep_sigmas=sigmas_from_scheduler_config(cfg),
             size_multiple=2 ** max(n_down - 1, 0),
+            label_keyword="class_labels",
+            timestep_mode=timestep_mode,
         )
-        self.unet = unet
-        self.prediction_type = prediction_type
+
+
+#: guided-diffusion's ``linear`` schedule (Ho et al. 2020: betas 1e-4..0.02, T = 1000) computed in float64 as the
+#: reference does; the ``cosine`` one (Nichol & Dhariwal 2021) is ``beta_schedule="squaredcos_cap_v2"``.
+ADM_LINEAR_SCHEDULE = {"beta_schedule": "linear", "num_train_timesteps": 1000, "beta_start": 1e-4,
+                       "beta_end": 0.02, "prediction_type": "epsilon", "betas_dtype": "float64"}
+
+
+class ADMDenoiser(DDPMDenoiser):
+    """An ADM ``UNetModel`` (:mod:`robaug.diffusion.nets.adm`, guided-diffusion) as ``D(x, sigma)``: epsilon
+    prediction (the first ``C`` of a learned-variance net's ``2C`` outputs), ``x0_hat = x - sigma * eps_hat``,
+    timesteps from guided-diffusion's own schedule (default :data:`ADM_LINEAR_SCHEDULE`, float64 betas).
+    Class-conditional ADMs have no null label (they were trained without label dropout)."""
+
+    def __init__(self, net: nn.Module, scheduler_config: Any = None, *, timestep_mode: str = "interpolate") -> None:
+        for attr in ("in_channels", "out_channels", "num_classes", "image_size"):
+            if not hasattr(net, attr):
+                raise TypeError(f"ADMDenoiser expects an ADM UNetModel (robaug.diffusion.nets.adm), got {type(net).__name__}")
+        super().__init__(
+            net,
+            ADM_LINEAR_SCHEDULE if scheduler_config is None else scheduler_config,
+            in_channels=net.in_channels,
+            out_channels=net.out_channels,
+            sample_size=net.image_size,
+            num_classes=net.num_classes,
+            size_multiple=getattr(net, "size_multiple", 1),
+            label_keyword="y",
+            timestep_mode=timestep_mode,
+        )
+
+
+class NoisyClassifier(nn.Module):
+    """A noise-aware classifier ``net(x_t, t) -> logits`` (ADM's ``EncoderUNetModel``) called as
+    ``classifier(x_t, sigma)``, the ``xt``-space form :class:`~robaug.diffusion.guidance.ClassifierGuidance`
+    uses (its ``guidance_space`` is ``"xt"``, so ``GuidedDiffusion(D, classifier=this)`` guides with
+    Dhariwal & Nichol's ``grad_{x_t} log p(y | x_t, t)``). ``sigma`` maps to ``t`` through the schedule the
+    classifier was trained with (default :data:`ADM_LINEAR_SCHEDULE`), fractional between table entries."""
+
+    guidance_space = "xt"
+
+    def __init__(self, net: nn.Module, scheduler_config: Any = None, *, timestep_mode: str = "interpolate") -> None:
+        super().__init__()
+        if timestep_mode not in ("interpolate", "nearest"):
+            raise ValueError(f"timestep_mode must be 'interpolate' or 'nearest', got {timestep_mode!r}")
+        self.net = net
         self.timestep_mode = timestep_mode
-        self.learned_variance = out_ch == 2 * in_ch
+        cfg = scheduler_config_dict(ADM_LINEAR_SCHEDULE if scheduler_config is None else scheduler_config)
         self.scheduler_config = cfg
+        self.register_buffer("timestep_sigmas", sigmas_from_scheduler_config(cfg), persistent=False)
+        self.num_classes = getattr(net, "out_channels", None)
+        self.sample_size = getattr(net, "image_size", None)
 
-    def timesteps_for(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The UNet's time input for noise levels ``sigma`` (float32, or int64 in ``nearest`` mode)."""
+    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x_t.device)
+        if sigma.ndim == 0:
+            sigma = sigma.reshape(1).expand(x_t.shape[0])
         t = sigma_to_t(sigma, self.timestep_sigmas, self.timestep_mode)
-        return t if self.timestep_mode == "nearest" else t.float()
+        return self.net(x_t, t if self.timestep_mode == "nearest" else t.float())
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
-        s = sigma.to(x.dtype).view(-1, 1, 1, 1)
-        c_in = (1.0 + s * s).rsqrt()
-        x_in = (x * c_in).to(module_dtype(self.unet, x.dtype))
-        out = _unwrap(self.unet(x_in, self.timesteps_for(sigma), class_labels=class_labels))
-        if self.learned_variance:
-            out = out[:, : self.in_channels]
-        out = out.to(x.dtype)
-        if self.prediction_type == "epsilon":
-            return x - s * out
-        if self.prediction_type == "sample":
-            return out
-        return c_in * c_in * x - s * c_in * out  # v_prediction
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, prediction_type={self.prediction_type!r}, timestep_mode={self.timestep_mode!r}"
+    def _apply(self, fn, recurse: bool = True) -> "NoisyClassifier":
+        # the schedule table keeps float64 through .half() / .to(dtype) and only follows the device
+        table = self._buffers["timestep_sigmas"]
+        out = super()._apply(fn, recurse)
+        device = self._buffers["timestep_sigmas"].device
+        self._buffers["timestep_sigmas"] = table.to(device=device, dtype=_table_dtype(device))
+        return out
 
 
 class EDMDenoiser(Denoiser):
@@ -143,7 +259,7 @@ class EDMDenoiser(Denoiser):
     ``img_resolution`` / ``config`` attributes when present.
     """
 
-    casts_network_input = True  # the net gets its weights' dtype (module_dtype); x0 math stays in x's dtype
+    casts_network_input = True
 
     def __init__(
         self,

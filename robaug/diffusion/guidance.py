@@ -144,7 +144,7 @@ class GuidanceTerm(nn.Module):
 class ClassifierGuidance(GuidanceTerm):
     """Classifier guidance: ``J = log p(y | .)`` of a classifier, ``D~ = D + scale * lambda(sigma) * grad_x J``.
 
-    ``mode="x0"`` (default): ``J = log softmax(classifier((x0_hat + 1) / 2))[y]`` on the denoised estimate, with
+    ``mode="x0"`` (default unless the classifier has ``guidance_space = "xt"``): ``J = log softmax(classifier((x0_hat + 1) / 2))[y]`` on the denoised estimate, with
     the gradient taken through the denoiser (DiffAug paper, Sastry et al. 2024). ``classifier`` is any model
     taking ``[0, 1]`` images and returning logits (wrap a model trained on normalised inputs in
     ``robaug.models.Normalized``).
@@ -163,10 +163,12 @@ class ClassifierGuidance(GuidanceTerm):
         classifier: nn.Module | Callable,
         scale: float = 1.0,
         *,
-        mode: str = "x0",
+        mode: str | None = None,
         sigma_range: tuple[float, float] | None = None,
         weighting: str | Callable | None = None,
     ) -> None:
+        if mode is None:  # noise-aware classifiers (robaug.diffusion.NoisyClassifier) declare guidance_space="xt"
+            mode = getattr(classifier, "guidance_space", "x0")
         if mode not in ("x0", "xt"):
             raise ValueError(f"mode must be 'x0' (classifier on the denoised estimate) or 'xt' (noise-aware), got {mode!r}")
         super().__init__(scale, sigma_range=sigma_range, weighting=weighting, space=mode)

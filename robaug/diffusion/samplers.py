@@ -98,7 +98,8 @@ class GuidedDiffusion(nn.Module):
         sigma_min, sigma_max, rho: Karras grid (defaults: the denoiser's range, rho 7).
         cfg_scale: classifier-free guidance weight ``w`` (1 = conditional, 0 = unconditional).
         classifier, classifier_scale, classifier_mode: classifier guidance (see :class:`ClassifierGuidance`):
-            ``"x0"`` = ``grad log p(y | x0_hat(x))`` through the denoiser, ``"xt"`` = noise-aware classifier.
+            ``"x0"`` = ``grad log p(y | x0_hat(x))`` through the denoiser, ``"xt"`` = noise-aware classifier
+            (default: the classifier's ``guidance_space``, e.g. ``"xt"`` for a ``NoisyClassifier``, else ``"x0"``).
         classifier_sigma_range: apply classifier guidance only for ``lo <= sigma <= hi``.
         classifier_weighting: ``lambda(sigma)`` of the guidance step (``"constant"`` default in ``x0`` mode,
             ``"score"`` in ``xt`` mode; see :mod:`robaug.diffusion.guidance`).
@@ -128,7 +129,7 @@ class GuidedDiffusion(nn.Module):
         cfg_scale: float = 1.0,
         classifier: nn.Module | None = None,
         classifier_scale: float = 1.0,
-        classifier_mode: str = "x0",
+        classifier_mode: str | None = None,
         classifier_sigma_range: tuple[float, float] | None = None,
         classifier_weighting: str | Callable | None = None,
         guidance: Sequence[GuidanceTerm] = (),

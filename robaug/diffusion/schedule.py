@@ -51,8 +51,10 @@ def make_betas(
     beta_end: float = 0.02,
     *,
     max_beta: float = 0.999,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """float32 betas of a diffusers beta schedule (identical to ``DDPMScheduler.betas``).
+    """float32 betas of a diffusers beta schedule (identical to ``DDPMScheduler.betas``); ``dtype=torch.float64``
+    gives guided-diffusion's float64 tables (``get_named_beta_schedule``: ``linear`` and ``cosine``).
 
     - ``linear``: ``linspace(beta_start, beta_end, T)`` (Ho et al. 2020);
     - ``scaled_linear``: ``linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2`` (latent diffusion);
@@ -62,9 +64,9 @@ def make_betas(
     if num_train_timesteps < 1:
         raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
     if beta_schedule == "linear":
-        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=dtype)
     if beta_schedule == "scaled_linear":
-        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=dtype) ** 2
     if beta_schedule == "squaredcos_cap_v2":
 
         def f(u: float) -> float:
@@ -72,7 +74,7 @@ def make_betas(
 
         T = num_train_timesteps
         betas = [min(1 - f((i + 1) / T) / f(i / T), max_beta) for i in range(T)]
-        return torch.tensor(betas, dtype=torch.float32)
+        return torch.tensor(betas, dtype=dtype)
     raise ValueError(
         f"unsupported beta_schedule {beta_schedule!r}; robaug supports {', '.join(BETA_SCHEDULES)} "
         "(or pass trained_betas in the scheduler config)."
@@ -112,9 +114,15 @@ def sigmas_from_scheduler_config(scheduler_config: Any) -> torch.Tensor:
     """Ascending float64 sigma table (one entry per training timestep) of a diffusers scheduler config.
 
     Reads ``num_train_timesteps``, ``beta_schedule``, ``beta_start``, ``beta_end`` and ``trained_betas``
-    with diffusers' defaults. Zero-terminal-SNR rescaling is rejected (its last sigma is infinite).
+    with diffusers' defaults; ``betas_dtype`` (robaug's key, default ``"float32"`` as diffusers) set to
+    ``"float64"`` computes betas and their cumulative product in float64, as guided-diffusion (ADM) does.
+    Zero-terminal-SNR rescaling is rejected (its last sigma is infinite).
     """
     cfg = scheduler_config_dict(scheduler_config)
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    if cfg.get("betas_dtype", "float32") not in dtypes:
+        raise ValueError(f"betas_dtype must be 'float32' or 'float64', got {cfg.get('betas_dtype')!r}")
+    dtype = dtypes[cfg.get("betas_dtype", "float32")]
     if cfg.get("rescale_betas_zero_snr", False):
         raise ValueError(
             "rescale_betas_zero_snr=True gives abar_T = 0, i.e. sigma_T = inf, which has no place in the "
@@ -122,13 +130,14 @@ def sigmas_from_scheduler_config(scheduler_config: Any) -> torch.Tensor:
         )
     trained = cfg.get("trained_betas")
     if trained is not None:
-        betas = torch.as_tensor(trained, dtype=torch.float32).flatten()
+        betas = torch.as_tensor(trained, dtype=dtype).flatten()
     else:
         betas = make_betas(
             cfg.get("beta_schedule", "linear"),
             int(cfg.get("num_train_timesteps", 1000)),
             float(cfg.get("beta_start", 1e-4)),
             float(cfg.get("beta_end", 0.02)),
+            dtype=dtype,
         )
     return sigmas_from_alphas_cumprod(alphas_cumprod_from_betas(betas))
 

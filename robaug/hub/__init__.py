@@ -4,6 +4,7 @@
     >>> D = load_denoiser("fmnist-ddpm")               # shipped with robaug, no download
     >>> D = load_denoiser("google/ddpm-cifar10-32")    # first call downloads 143 MB, later calls are offline
     >>> D = load_denoiser("path/to/diffusers/model")   # a local folder or .safetensors file always works
+    >>> D = load_denoiser("adm-imagenet-256-uncond")   # after `robaug convert` (the error says the command)
 
 The first use of a remote entry downloads its files (progress bar), checks their sha256 and moves them
 into the cache atomically; later uses read the cache without touching the network. ``local_files_only=True``
@@ -19,6 +20,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._converted import (
+    ConversionRequiredError,
+    build_converted,
+    conversion_help,
+    converted_cache_dir,
+    converted_folder,
+    load_classifier,
+)
 from ._download import (
     ChecksumError,
     DownloadError,
@@ -47,6 +56,8 @@ if TYPE_CHECKING:  # torch / diffusers are imported only when a model is built (
 
 __all__ = [
     "load_denoiser",
+    "load_classifier",
+    "ConversionRequiredError",
     "list_pretrained",
     "download_weights",
     "get_entry",
@@ -111,7 +122,12 @@ def _hub_repo_files(repo_id: str, revision: str, cache_dir, local_files_only: bo
 
     snapshot = hub_cache_path(resolve_cache_dir(cache_dir), repo_id, revision, "x").parent
     marker = snapshot / ".robaug-complete"
-    if marker.is_file():  # fetched completely before: no network at all
+    if marker.is_file():  # fetched completely before: no network at all (each file's content re-checked)
+        from ._fetch import check_cached
+
+        for f in snapshot.rglob("*"):
+            if f.is_file() and f.suffix in (".json", ".safetensors"):
+                check_cached(f, snapshot)
         return snapshot
     try:
         get("config.json")
@@ -139,6 +155,25 @@ def _hub_repo_files(repo_id: str, revision: str, cache_dir, local_files_only: bo
         get("scheduler_config.json", optional=True) or get("scheduler/scheduler_config.json", optional=True)
     marker.write_text(f"{repo_id}@{revision}\n")
     return snapshot
+
+
+def _converted_for(name_or_path, cache_dir) -> tuple[Path, dict] | None:
+    """``(folder, config)`` of a ``robaug convert`` output: a local folder, or a ``source="convert"`` registry
+    entry's ``<cache>/converted/<name>`` (ConversionRequiredError with the command when it is not there)."""
+    if isinstance(name_or_path, os.PathLike) or (isinstance(name_or_path, str) and os.path.exists(name_or_path)):
+        return converted_folder(name_or_path)
+    if not isinstance(name_or_path, str):
+        return None
+    try:
+        entry = get_entry(name_or_path)
+    except KeyError:
+        return None
+    if entry.source != "convert":
+        return None
+    found = converted_folder(converted_cache_dir(entry.name, cache_dir))
+    if found is None:
+        raise ConversionRequiredError(conversion_help(entry, cache_dir))
+    return found
 
 
 def _resolve(name_or_path, revision, cache_dir, local_files_only, progress) -> "ModelSpec":
@@ -187,8 +222,8 @@ def load_denoiser(
 
     Args:
         name_or_path: a registry name (see :func:`list_pretrained`), any Hub repo id holding a diffusers
-            ``UNet2DModel`` in safetensors, a local ``.safetensors`` file with its ``.json`` config, or a
-            diffusers model / pipeline folder.
+            ``UNet2DModel`` in safetensors, a local ``.safetensors`` file with its ``.json`` config, a
+            diffusers model / pipeline folder, or a folder written by ``robaug convert`` (ADM / EDM).
         revision: Hub revision to use instead of the registry's pinned one (its sha256 then no longer applies).
         cache_dir: download cache (default ``$ROBAUG_CACHE`` or ``~/.cache/robaug``).
         local_files_only: never download; fail with instructions when a file is not cached.
@@ -198,6 +233,9 @@ def load_denoiser(
     """
     from ._build import build_denoiser
 
+    found = _converted_for(name_or_path, cache_dir)
+    if found is not None:
+        return build_converted(*found, device=device, dtype=dtype)
     spec = _resolve(name_or_path, revision, cache_dir, local_files_only, progress)
     return build_denoiser(spec, device=device, dtype=dtype, null_label=null_label)
 
@@ -219,6 +257,8 @@ def download_weights(
         entry = get_entry(name)
     except KeyError:
         entry = None
+    if entry is not None and entry.source == "convert":
+        raise ConversionRequiredError(conversion_help(entry, cache_dir))
     if entry is not None:
         if revision is not None:
             entry = entry.with_revision(revision)

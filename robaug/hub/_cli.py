@@ -31,9 +31,10 @@ def _print_list(out) -> None:
     for name in list_pretrained():
         e = get_entry(name)
         where = {"package": "shipped with robaug", "hub": f"hub {e.repo_id}@{e.revision}",
-                 "url": "https URL"}[e.source]
+                 "url": "https URL", "convert": f"convert from {e.official_url}"}[e.source]
         res = f"{e.resolution}px" if e.resolution else "?"
-        sha = "sha256 pinned" if e.weights_file.sha256 else "no sha256"
+        sha = "run `robaug convert`" if e.source == "convert" else (
+            "sha256 pinned" if e.weights_file.sha256 else "no sha256")
         print(f"{name:28s} {e.dataset:28s} {res:>6s}  {e.license:12s} {where} ({sha})", file=out)
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None, prog: str = "robaug download") -> int:
         return 2
     names = args.names
     if names == ["all"]:
-        names = [n for n in list_pretrained() if get_entry(n).source != "package"]
+        names = [n for n in list_pretrained() if get_entry(n).source not in ("package", "convert")]
     status = 0
     for name in names:
         try:

@@ -8,14 +8,21 @@ Guarantees, whatever happens on the wire:
 * a sha256 mismatch raises :class:`ChecksumError` and leaves nothing behind;
 * a transfer that ends before ``Content-Length`` bytes raises :class:`IncompleteDownloadError`;
 * concurrent callers (threads or processes) downloading the same target serialise on a file lock kept
-  under ``<cache>/.locks``; the second one finds the finished file and does not download again.
+  under ``<cache>/.locks``; the second one finds the finished file and does not download again;
+* the bytes are what was asked for even without a sha256: an HTML page (captive portal, login or proxy error)
+  is refused, a ``.json`` must parse and a ``.safetensors`` header must read before the file is moved into
+  place (:func:`check_payload`); errors name the cache folder;
+* ``.part`` files left by a killed download of the same target are swept; files keep the user's umask.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
+import shutil
+import struct
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,7 +39,10 @@ __all__ = [
     "IncompleteDownloadError",
     "RemoteFileNotFoundError",
     "UnsafeWeightsError",
+    "InvalidFileError",
     "sha256_file",
+    "check_payload",
+    "adopt_file",
 ]
 
 _CHUNK = 1 << 20
@@ -53,6 +63,10 @@ class IncompleteDownloadError(DownloadError):
 
 class RemoteFileNotFoundError(DownloadError, FileNotFoundError):
     """The server answered 404 for the requested file."""
+
+
+class InvalidFileError(DownloadError):
+    """The bytes are not the file asked for (an HTML page, unparsable JSON, a broken safetensors header)."""
 
 
 class UnsafeWeightsError(ValueError):
@@ -95,6 +109,52 @@ def _lock_path(dest: Path, lock_dir: Path | None) -> Path:
     return lock_dir / f"{key}.lock"
 
 
+def _looks_like_html(head: bytes) -> bool:
+    h = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return h.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def check_payload(path: str | os.PathLike, name: str | None = None) -> None:
+    """Raise :class:`InvalidFileError` unless ``path`` holds what its name promises: not an HTML page; a ``.json``
+    that parses; a ``.safetensors`` whose 8-byte length, JSON header and tensor extents fit the file."""
+    path = Path(path)
+    name = name or path.name
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(512)
+        if _looks_like_html(head) and not name.endswith((".html", ".htm")):
+            raise InvalidFileError(f"an HTML page instead of {name} (a captive portal, login page or proxy error?)")
+        if name.endswith(".json"):
+            f.seek(0)
+            try:
+                json.loads(f.read().decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as err:
+                raise InvalidFileError(f"{name} is not valid JSON ({err})") from None
+        elif name.endswith(".safetensors"):
+            if size < 8:
+                raise InvalidFileError(f"{name} is {size} bytes, too short for a safetensors file")
+            (n,) = struct.unpack("<Q", head[:8])
+            if n > size - 8 or n > 100_000_000:
+                raise InvalidFileError(f"{name}: safetensors header length {n} does not fit a {size}-byte file")
+            f.seek(8)
+            try:
+                header = json.loads(f.read(n).decode("utf-8"))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+                raise InvalidFileError(f"{name}: unreadable safetensors header ({err})") from None
+            if 8 + n + end != size:
+                raise InvalidFileError(f"{name}: the safetensors header describes {8 + n + end} bytes, the file has {size}")
+
+
+def _sweep_parts(dest: Path) -> None:
+    """Delete ``.part`` files of ``dest`` left by killed downloads (call with ``dest``'s lock held)."""
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            part.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def _fetch_to(url: str, tmp: Path, *, headers, timeout: float, progress: bool, desc: str) -> tuple[str, int]:
     """Stream ``url`` into ``tmp``; return (sha256 hex, number of bytes). Raises on HTTP errors and short reads."""
     from tqdm.auto import tqdm
@@ -121,6 +181,11 @@ def _fetch_to(url: str, tmp: Path, *, headers, timeout: float, progress: bool, d
     digest = hashlib.sha256()
     received = 0
     with response:
+        ctype = (response.headers.get("Content-Type") or "").lower()
+        if ctype.startswith("text/html") and not desc.endswith((".html", ".htm")):
+            raise InvalidFileError(
+                f"{url} answered with an HTML page (Content-Type {ctype}) instead of {desc}: a captive portal, "
+                "login page or proxy error? Nothing was cached.")  # download_file adds the cache folder
         length_header = response.headers.get("Content-Length")
         expected = int(length_header) if length_header and length_header.isdigit() else None
         bar = tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
@@ -183,18 +248,61 @@ def download_file(
     with lock:
         if dest.exists() and not force:
             return dest  # complete by construction: only os.replace ever creates it
+        _sweep_parts(dest)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
         try:
-            actual_sha, size = _fetch_to(url, tmp, headers=headers, timeout=timeout, progress=progress,
-                                         desc=dest.name)
+            try:
+                actual_sha, size = _fetch_to(url, tmp, headers=headers, timeout=timeout, progress=progress,
+                                             desc=dest.name)
+            except InvalidFileError as err:
+                raise InvalidFileError(f"{err} (cache folder: {dest.parent})") from None
             if expected_sha is not None and actual_sha != expected_sha:
                 raise ChecksumError(
                     f"sha256 mismatch for {url}: expected {expected_sha}, got {actual_sha} ({size} bytes). "
                     "The file was discarded; nothing was written to the cache. If the source changed on "
                     "purpose, update the registry entry's sha256."
                 )
+            try:
+                check_payload(tmp, dest.name)
+            except InvalidFileError as err:
+                raise InvalidFileError(
+                    f"{url} sent {err}. Nothing was written to the cache folder {dest.parent}; if an older "
+                    f"robaug left a damaged file there, delete that folder and try again.") from None
             os.replace(tmp, dest)
         finally:
             if tmp.exists():
                 tmp.unlink()
+    return dest
+
+
+def adopt_file(src: str | os.PathLike, dest: str | os.PathLike, *, sha256: str | None = None,
+               lock_dir: str | os.PathLike | None = None) -> Path | None:
+    """Put an already-downloaded file (e.g. from the Hugging Face cache) at ``dest`` after checking it: its
+    sha256 when given, else :func:`check_payload`. Hard-linked where possible (no second copy on disk), else
+    copied atomically. Returns ``dest``, or ``None`` when ``src`` fails the check (the caller downloads)."""
+    from .._core.io import atomic_path
+
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(_lock_path(dest, Path(lock_dir) if lock_dir is not None else None))):
+        if dest.exists():
+            return dest
+        try:
+            if sha256 is not None:
+                if sha256_file(src) != sha256.lower():
+                    return None
+            else:
+                check_payload(src, dest.name)
+        except (OSError, InvalidFileError):
+            return None
+        _sweep_parts(dest)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+        try:  # a hard link: no second copy on disk (the file keeps the mode huggingface_hub gave it)
+            os.link(os.path.realpath(src), tmp)
+            os.replace(tmp, dest)
+            return dest
+        except OSError:
+            tmp.unlink(missing_ok=True)
+        with atomic_path(dest) as part:  # another file system: copy, with the user's umask
+            shutil.copyfile(src, part)
     return dest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resolve_cache_dir", "offline_reason", "hf_endpoint", "hf_token"]
+__all__ = ["resolve_cache_dir", "offline_reason", "hf_endpoint", "hf_token", "hf_hub_cache"]
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 
@@ -24,6 +24,17 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "robaug"
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face Hub cache diffusers / huggingface_hub download into: ``$HF_HUB_CACHE`` >
+    ``$HF_HOME/hub`` > ``$XDG_CACHE_HOME/huggingface/hub`` > ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 
 
 def offline_reason(local_files_only: bool = False) -> str | None:

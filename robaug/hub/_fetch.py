@@ -6,7 +6,11 @@ Cache layout (``<cache>`` = ``cache_dir`` > ``$ROBAUG_CACHE`` > ``~/.cache/robau
     <cache>/url/<first 16 hex of sha256(url)>/<filename>    files from plain URLs
     <cache>/.locks/                                         inter-process lock files
 
-A file is in the cache only when it is complete (see ``_download``), so a cache hit needs no network.
+A file is in the cache only when it is complete (see ``_download``), so a cache hit needs no network; a
+cached file without a known sha256 is re-checked cheaply on every hit (JSON parses, safetensors header fits)
+so that a damaged file left by an older version fails with the folder to delete. Hub files that
+``huggingface_hub`` / diffusers already downloaded (``HF_HUB_CACHE`` / ``HF_HOME``) are reused (hard-linked)
+after their sha256 (or, without one, their content) was checked, even offline.
 """
 
 from __future__ import annotations
@@ -17,12 +21,22 @@ import urllib.parse
 from importlib import resources
 from pathlib import Path
 
-from ._download import RemoteFileNotFoundError, download_file
-from ._env import hf_endpoint, hf_token, offline_reason, resolve_cache_dir
+from ._download import (
+    DownloadError,
+    InvalidFileError,
+    RemoteFileNotFoundError,
+    adopt_file,
+    check_payload,
+    download_file,
+)
+from ._env import hf_endpoint, hf_hub_cache, hf_token, offline_reason, resolve_cache_dir
 from .registry import WeightFile, WeightsEntry
 
 __all__ = [
     "OfflineCacheMissError",
+    "CorruptCacheError",
+    "check_cached",
+    "from_hf_cache",
     "hub_url",
     "hub_cache_path",
     "url_cache_path",
@@ -35,6 +49,38 @@ __all__ = [
 
 class OfflineCacheMissError(FileNotFoundError):
     """Downloads are disabled and the needed file is not in the cache."""
+
+
+class CorruptCacheError(DownloadError):
+    """A cached file is damaged (left by an older robaug or changed by hand); the message names the folder."""
+
+
+def check_cached(path: Path, folder: Path) -> Path:
+    """``path`` if its content is what its name promises (see ``check_payload``), else CorruptCacheError."""
+    try:
+        check_payload(path)
+    except InvalidFileError as err:
+        raise CorruptCacheError(
+            f"the cached file {path} is damaged: {err}. Delete the cache folder {folder} (rm -r '{folder}') and "
+            "load again to download it anew.") from None
+    return path
+
+
+def from_hf_cache(repo_id: str, revision: str, filename: str) -> Path | None:
+    """The file in the Hugging Face Hub cache (``hf_hub_cache()``) at ``revision``, if huggingface_hub has it."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_hub_cache()), revision=revision)
+    except Exception:  # a malformed cache or repo id must not break robaug's own download
+        return None
+    return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
+
+
+def _hub_folder(cache: Path, repo_id: str, revision: str) -> Path:
+    return hub_cache_path(cache, repo_id, revision, "x").parent
 
 
 def hub_url(repo_id: str, revision: str, filename: str) -> str:
@@ -122,6 +168,14 @@ def fetch_entry(
 
     cache = resolve_cache_dir(cache_dir)
     paths = {f.filename: _entry_cache_path(entry, f, cache) for f in entry.files}
+    for f in entry.files:
+        p = paths[f.filename]
+        if not force and p.is_file() and f.sha256 is None:
+            check_cached(p, _hub_folder(cache, entry.repo_id, entry.revision) if entry.source == "hub" else p.parent)
+        if not force and not p.is_file() and entry.source == "hub":
+            hf = from_hf_cache(entry.repo_id, entry.revision, f.filename)
+            if hf is not None:
+                adopt_file(hf, p, sha256=f.sha256, lock_dir=cache / ".locks")
     missing = [f for f in entry.files if force or not paths[f.filename].is_file()]
     if not missing:
         return paths
@@ -160,6 +214,9 @@ def fetch_hub_file(
     cache = resolve_cache_dir(cache_dir)
     path = hub_cache_path(cache, repo_id, revision, filename)
     if path.is_file():
+        return path if sha256 else check_cached(path, _hub_folder(cache, repo_id, revision))
+    hf = from_hf_cache(repo_id, revision, filename)
+    if hf is not None and adopt_file(hf, path, sha256=sha256, lock_dir=cache / ".locks") is not None:
         return path
     reason = offline_reason(local_files_only)
     url = hub_url(repo_id, revision, filename)

@@ -5,7 +5,10 @@ with. Weights come from one of three places:
 
 * ``source="hub"``: a Hugging Face Hub repo at a pinned ``revision`` (a commit hash where known);
 * ``source="url"``: plain https URLs (one per file);
-* ``source="package"``: files shipped inside ``robaug/weights/``.
+* ``source="package"``: files shipped inside ``robaug/weights/``;
+* ``source="convert"``: a paper's model that robaug cannot fetch as safetensors (no copy with a clear licence
+  could be verified): the entry names the official file (``official_url``) and the ``robaug convert`` preset
+  (``convert_arch``); ``load_denoiser(name)`` loads ``<cache>/converted/<name>/`` or says what to run.
 
 The architecture is either given inline (``unet_config`` / ``scheduler_config``) or read from a robaug
 JSON file among ``files`` that holds ``{"unet": {...}, "scheduler": {...}, "null_label": ..., ...}``.
@@ -28,7 +31,7 @@ __all__ = [
     "FMNIST_DDPM_SHA256",
 ]
 
-Source = Literal["hub", "url", "package"]
+Source = Literal["hub", "url", "package", "convert"]
 _ALLOWED_SUFFIXES = (".safetensors", ".json")
 
 
@@ -68,6 +71,7 @@ class WeightsEntry:
         scheduler_config: diffusers ``DDPMScheduler`` config (``None`` -> JSON file's ``"scheduler"``).
         null_label: class index meaning "no class" for class-conditional models trained with label dropout.
         num_classes, resolution, in_channels, dataset, license, description, notes: metadata.
+        official_url, convert_arch: ``source="convert"`` only: the official file and its ``--arch`` preset.
     """
 
     name: str
@@ -86,14 +90,21 @@ class WeightsEntry:
     description: str = ""
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    official_url: str | None = None
+    convert_arch: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(self.files))
         object.__setattr__(self, "unet_config", _freeze(self.unet_config))
         object.__setattr__(self, "scheduler_config", _freeze(self.scheduler_config))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
-        if self.source not in ("hub", "url", "package"):
-            raise ValueError(f"entry {self.name!r}: source must be 'hub', 'url' or 'package', got {self.source!r}")
+        if self.source not in ("hub", "url", "package", "convert"):
+            raise ValueError(
+                f"entry {self.name!r}: source must be 'hub', 'url', 'package' or 'convert', got {self.source!r}")
+        if self.source == "convert":
+            if self.files or not (self.official_url and self.official_url.startswith("https://")):
+                raise ValueError(f"entry {self.name!r}: source='convert' takes official_url (https) and no files")
+            return
         if not any(f.filename.endswith(".safetensors") for f in self.files):
             raise ValueError(f"entry {self.name!r}: needs one .safetensors file in `files`")
         if self.source == "hub" and not (self.repo_id and self.revision):
@@ -111,6 +122,8 @@ class WeightsEntry:
     @property
     def weights_file(self) -> WeightFile:
         """The safetensors file holding the UNet state dict."""
+        if self.source == "convert":
+            raise ValueError(f"entry {self.name!r} has no downloadable weights; it is converted from {self.official_url}")
         return next(f for f in self.files if f.filename.endswith(".safetensors"))
 
     @property
@@ -123,6 +136,8 @@ class WeightsEntry:
         """True when the source is immutable: a Hub commit hash, or every file has a sha256."""
         if self.source == "hub" and self.revision and len(self.revision) == 40:
             return True
+        if self.source == "convert":
+            return False
         return all(f.sha256 for f in self.files if f.filename.endswith(".safetensors"))
 
     def with_revision(self, revision: str) -> "WeightsEntry":
@@ -276,4 +291,55 @@ register_weights(_google_ddpm(
 register_weights(_google_ddpm(
     "google/ddpm-bedroom-256", revision="main", sha256=None,
     unet=_DDPM_256_UNET, resolution=256, dataset="LSUN Bedroom", notes=_NO_SAFETENSORS_NOTE,
+))
+
+
+# The papers' own models (issue 12). Their official files are pickles (.pt state dicts, EDM .pkl); no
+# safetensors copy with a clear licence could be verified from here, so robaug converts them locally.
+_GD_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+_GD_NOTE = ("the official file is a torch .pt state dict; `robaug convert` reads it with "
+            "torch.load(weights_only=True)")
+
+
+def _adm(name: str, file: str, arch: str, *, classes: int | None, resolution: int, size: str,
+         description: str) -> WeightsEntry:
+    return WeightsEntry(
+        name=name, source="convert", files=(), official_url=_GD_URL + file, convert_arch=arch,
+        num_classes=classes, resolution=resolution, in_channels=3, dataset="ImageNet (ILSVRC-2012)",
+        license="MIT (openai/guided-diffusion)", description=description, notes=_GD_NOTE, extra={"size": size},
+    )
+
+
+register_weights(_adm(
+    "adm-imagenet-256-uncond", "256x256_diffusion_uncond.pt", "256x256_diffusion_uncond", classes=None,
+    resolution=256, size="2.2 GB",
+    description="ADM (Dhariwal & Nichol 2021), unconditional ImageNet 256x256, learned variance, linear "
+                "schedule: the DiffAug paper's (Sastry et al. 2024) denoiser for ImageNet.",
+))
+register_weights(_adm(
+    "adm-imagenet-64-cond", "64x64_diffusion.pt", "64x64_diffusion", classes=1000, resolution=64, size="1.2 GB",
+    description="ADM, class-conditional ImageNet 64x64 (no null class: no CFG), cosine schedule; guide it "
+                "with adm-imagenet-64-classifier.",
+))
+register_weights(_adm(
+    "adm-imagenet-64-classifier", "64x64_classifier.pt", "64x64_classifier", classes=1000, resolution=64,
+    size="0.26 GB",
+    description="ADM's noisy ImageNet 64x64 classifier for classifier guidance (load_classifier, not "
+                "load_denoiser).",
+))
+register_weights(_adm(
+    "adm-imagenet-256-classifier", "256x256_classifier.pt", "256x256_classifier", classes=1000, resolution=256,
+    size="0.22 GB",
+    description="ADM's noisy ImageNet 256x256 classifier for classifier guidance (load_classifier).",
+))
+register_weights(WeightsEntry(
+    name="edm-cifar10-32-cond-vp", source="convert", files=(),
+    official_url="https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-cond-vp.pkl",
+    num_classes=10, resolution=32, in_channels=3, dataset="CIFAR-10",
+    license="CC BY-NC-SA 4.0 (NVlabs/edm; non-commercial, robaug does not redistribute it)",
+    description="EDM (Karras et al. 2022) DDPM++ class-conditional CIFAR-10, VP: the generator of DM-Improves-AT "
+                "(Wang et al. 2023).",
+    notes="the official file is a pickle that carries its own source code; `robaug convert` reads it with a "
+          "restricted unpickler that never imports or runs that code",
+    extra={"size": "about 56M parameters, 0.22 GB of float32"},
 ))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from ..._core.io import atomic_write_text, sha256_file
+from ..._core.io import atomic_write_json, sha256_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "SELECTION_NAME", "SHARD_DIR", "LAYOUTS", "shard_name",
            "atomic_write_json", "load_manifest", "write_manifest", "read_shard"]
@@ -36,11 +36,6 @@ LAYOUTS = ("NHWC", "NCHW")
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}"
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """``obj`` as indented, key-sorted JSON, written atomically (the manifest's and shard records' encoding)."""
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def load_manifest(root: str | os.PathLike) -> dict:

@@ -1,4 +1,4 @@
-"""Re-implementations of the diffusion networks the papers used, loadable from their original weights.
+"""Re-implementations of the diffusion networks the papers used (ADM, EDM), loadable from their original weights.
 
 Imported lazily: ``from robaug.diffusion.nets import SongUNet`` loads only the module that defines it.
 """
@@ -14,9 +14,11 @@ _LAZY = {
     "VPDenoiser": ".edm",
     "VEDenoiser": ".edm",
     "build_edm_denoiser": ".edm",
+    "UNetModel": ".adm",
+    "EncoderUNetModel": ".adm",
 }
 
-__all__ = ["DhariwalUNet", "SongUNet", "VEDenoiser", "VPDenoiser", "build_edm_denoiser"]
+__all__ = ["DhariwalUNet", "SongUNet", "VEDenoiser", "VPDenoiser", "build_edm_denoiser", "UNetModel", "EncoderUNetModel"]
 
 
 def __getattr__(name: str) -> Any:
