@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
+from robaug._core.registry import unknown_name_message
+
 __all__ = [
     "WeightFile",
     "WeightsEntry",
@@ -153,7 +155,7 @@ def get_entry(name: str) -> WeightsEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"no pretrained weights named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        raise KeyError(unknown_name_message("pretrained weights", name, sorted(_REGISTRY))) from None
 
 
 def list_pretrained() -> list[str]:
