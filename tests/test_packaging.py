@@ -8,7 +8,6 @@ folders in the checkout cannot leak into the wheel and the checkout stays clean.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import shutil
 import subprocess

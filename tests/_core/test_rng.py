@@ -3,6 +3,7 @@ the target device. References: torch's own draws from a generator with the same 
 
 import pytest
 import torch
+
 from robaug._core import rng
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -32,7 +33,8 @@ def test_randint_matches_torch_and_stays_in_range():
 def test_successive_draws_consume_the_generator_like_torch():
     g_ours, g_ref = _gen(4), _gen(4)
     ours = [rng.rand((3,), g_ours, "cpu"), rng.randn((2, 2), g_ours, "cpu"), rng.randint(0, 5, (6,), g_ours, "cpu")]
-    ref = [torch.rand(3, generator=g_ref), torch.randn(2, 2, generator=g_ref), torch.randint(0, 5, (6,), generator=g_ref)]
+    ref = [torch.rand(3, generator=g_ref), torch.randn(2, 2, generator=g_ref),
+           torch.randint(0, 5, (6,), generator=g_ref)]
     for a, b in zip(ours, ref):
         assert torch.equal(a, b)
     assert torch.equal(g_ours.get_state(), g_ref.get_state())
