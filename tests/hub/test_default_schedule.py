@@ -37,3 +37,5 @@ def test_unknown_registry_name_suggests_the_close_one():
     with pytest.raises(KeyError, match=r"unknown pretrained weights 'google/ddpm-cifar10'; did you mean "
                                         r"'google/ddpm-cifar10-32'\? Known: fmnist-ddpm, "):
         get_entry("google/ddpm-cifar10")
+    assert registry.list_pretrained() == sorted(registry.list_pretrained())
+    assert "fmnist-ddpm" in registry.list_pretrained()
