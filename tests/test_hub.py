@@ -183,7 +183,7 @@ def registered():
     from robaug.hub import registry
 
     for n in names:
-        registry._REGISTRY.pop(n, None)
+        registry._REGISTRY._items.pop(n, None)  # Registry has no unregister
 
 
 def hub_entry(name: str, sha256: str | None, revision: str = "0123456789abcdef0123456789abcdef01234567",
@@ -762,7 +762,7 @@ def test_builtin_layout_written_by_the_training_recipe_loads(tmp_path, monkeypat
     exported_sha = json.loads((tmp_path / "fmnist-ddpm.json").read_text())["sha256"]
     files = tuple(dataclasses.replace(f, sha256=exported_sha) if f.filename.endswith(".safetensors") else f
                   for f in entry.files)
-    monkeypatch.setitem(registry._REGISTRY, "fmnist-ddpm", dataclasses.replace(entry, files=files))
+    monkeypatch.setitem(registry._REGISTRY._items, "fmnist-ddpm", dataclasses.replace(entry, files=files))
     d = hub.load_denoiser("fmnist-ddpm")
     assert d.in_channels == 1 and d.null_label == 10 and d.num_classes == 10 and d.sample_size == 28
     rounded = UNet2DModel(**recipe.UNET_CONFIG).eval()

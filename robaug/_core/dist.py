@@ -44,6 +44,8 @@ def setup_distributed(device: str | torch.device | None = "auto") -> DistInfo:
             dev = torch.device("cpu")
     else:
         dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     if dev.type == "cuda":

@@ -22,21 +22,17 @@ from typing import Any, Mapping
 
 import torch
 
-from ._download import UnsafeWeightsError, sha256_file
+from robaug._core.io import sha256_file
+
+from ._download import UnsafeWeightsError
+from .registry import _DDPM_SCHEDULER
 
 __all__ = ["UnsafeWeightsError", "ModelSpec", "resolve_local", "read_robaug_json", "build_denoiser",
            "load_state_dict_safetensors", "PICKLE_SUFFIXES"]
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".tar", ".npz")
 _WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
-_DEFAULT_SCHEDULER = {
-    "_class_name": "DDPMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "beta_schedule": "linear",
-    "prediction_type": "epsilon",
-}
+_DEFAULT_SCHEDULER = _DDPM_SCHEDULER  # assumed when a model folder has no scheduler config
 _LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 

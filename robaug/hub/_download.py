@@ -32,6 +32,8 @@ from typing import Mapping
 
 from filelock import FileLock
 
+from robaug._core.io import sha256_file  # re-exported: robaug.hub._download.sha256_file was public here
+
 __all__ = [
     "download_file",
     "DownloadError",
@@ -71,15 +73,6 @@ class InvalidFileError(DownloadError):
 
 class UnsafeWeightsError(ValueError):
     """A pickle-based checkpoint was offered; robaug only loads safetensors."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _StripAuthOnHostChange(urllib.request.HTTPRedirectHandler):

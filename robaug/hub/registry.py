@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
+from robaug._core.registry import Registry
+
 __all__ = [
     "WeightFile",
     "WeightsEntry",
@@ -150,30 +152,24 @@ class WeightsEntry:
         return dataclasses.replace(self, revision=revision, files=files)
 
 
-_REGISTRY: dict[str, WeightsEntry] = {}
+_REGISTRY: Registry[WeightsEntry] = Registry("pretrained weights")
 
 
 def register_weights(entry: WeightsEntry, *, overwrite: bool = False) -> WeightsEntry:
     """Add ``entry`` to the registry so ``load_denoiser(entry.name)`` finds it. Returns the entry."""
     if not isinstance(entry, WeightsEntry):
         raise TypeError(f"register_weights expects a WeightsEntry, got {type(entry).__name__}")
-    if entry.name in _REGISTRY and not overwrite:
-        raise ValueError(f"a weights entry named {entry.name!r} is already registered (pass overwrite=True)")
-    _REGISTRY[entry.name] = entry
-    return entry
+    return _REGISTRY.register(entry.name, entry, overwrite=overwrite)
 
 
 def get_entry(name: str) -> WeightsEntry:
     """The registry entry called ``name`` (KeyError listing the known names otherwise)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"no pretrained weights named {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return _REGISTRY[name]
 
 
 def list_pretrained() -> list[str]:
     """Names of all registered pretrained denoisers, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_REGISTRY.names())
 
 
 # --------------------------------------------------------------------------------------------------------
