@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 from robaug._core.registry import Registry
+from ..diffusion._ddpm import ddpm_scheduler_config
 
 __all__ = [
     "WeightFile",
@@ -196,16 +197,7 @@ register_weights(WeightsEntry(
 
 # The DDPM checkpoints of Ho et al. (2020) as converted to diffusers by Google / Hugging Face.
 # All share the DDPM training schedule: linear betas 1e-4..0.02, T = 1000, epsilon prediction.
-_DDPM_SCHEDULER = {
-    "_class_name": "DDPMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "beta_schedule": "linear",
-    "prediction_type": "epsilon",
-    "variance_type": "fixed_small",
-    "clip_sample": True,
-}
+_DDPM_SCHEDULER = ddpm_scheduler_config(variance_type="fixed_small", clip_sample=True)
 _DDPM_COMMON = {
     "_class_name": "UNet2DModel",
     "in_channels": 3,
