@@ -30,6 +30,8 @@ paper does).
 
 from __future__ import annotations
 
+import os
+
 import math
 from typing import Callable, Sequence
 
@@ -40,6 +42,7 @@ from torch import nn
 from .._core import rng
 from .._core.modules import module_dtype
 from .guidance import GuidanceTerm
+from .denoiser import Denoiser
 from .samplers import GuidedDiffusion
 
 __all__ = [
@@ -305,7 +308,7 @@ class ContrastiveGuidedSampler(GuidedDiffusion):
 
     def __init__(
         self,
-        denoiser: nn.Module,
+        denoiser: "Denoiser | str | os.PathLike",
         encoder: nn.Module | Callable,
         num_steps: int = 18,
         solver: str = "heun",

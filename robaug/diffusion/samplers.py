@@ -13,12 +13,14 @@ processes. ``generator=`` draws the whole batch from one ``torch.Generator`` ins
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from .._core.modules import module_device
+from .denoiser import Denoiser
 from .guidance import ClassifierGuidance, GuidanceTerm, GuidedDenoiser
 from .sampling import SOLVER_FUNCTIONS, SOLVERS, BatchNoise, SeedNoise, sample_loop
 from .schedule import TIMESTEP_SPACINGS, karras_sigmas, spaced_timesteps
@@ -119,7 +121,7 @@ class GuidedDiffusion(nn.Module):
 
     def __init__(
         self,
-        denoiser: nn.Module,
+        denoiser: Denoiser | str | os.PathLike,
         num_steps: int = 18,
         solver: str = "heun",
         sigma_min: float | None = None,
@@ -148,11 +150,9 @@ class GuidedDiffusion(nn.Module):
         progress: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(denoiser, nn.Module) or not hasattr(denoiser, "in_channels"):
-            raise TypeError(
-                "denoiser must be a robaug Denoiser (e.g. robaug.hub.load_denoiser(...), DiffusersDenoiser(unet, "
-                f"scheduler_config) or CallableDenoiser(fn, ...)), got {type(denoiser).__name__}"
-            )
+        from ..hub.resolve import resolve_denoiser
+
+        denoiser = resolve_denoiser(denoiser, owner=type(self).__name__)
         if solver not in SOLVER_FUNCTIONS:
             raise ValueError(f"solver must be one of {tuple(SOLVER_FUNCTIONS.names())}, got {solver!r}")
         if eta < 0 or (eta and solver != "ddim"):

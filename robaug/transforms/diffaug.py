@@ -33,16 +33,9 @@ _AUTOCAST_DTYPES = (None, torch.float16, torch.bfloat16)
 
 
 def _resolve_denoiser(denoiser: Denoiser | str | os.PathLike, owner: str) -> Denoiser:
-    if isinstance(denoiser, (str, os.PathLike)):
-        from robaug.hub import load_denoiser  # lazy: hub pulls in download machinery
+    from robaug.hub.resolve import resolve_denoiser
 
-        denoiser = load_denoiser(os.fspath(denoiser))
-    if not isinstance(denoiser, Denoiser):
-        raise TypeError(
-            f"{owner}: denoiser must be a robaug.diffusion.Denoiser, a registry name or a path, got "
-            f"{type(denoiser).__name__}; wrap a diffusers UNet with robaug.diffusion.DiffusersDenoiser "
-            "or a function with robaug.diffusion.CallableDenoiser"
-        )
+    denoiser = resolve_denoiser(denoiser, owner=owner)
     if denoiser.num_classes is not None and denoiser.null_label is None and not _accepts_no_label(denoiser):
         raise ValueError(
             f"{owner} runs the denoiser unconditionally, but this class-conditional denoiser has no null_label; "
