@@ -33,6 +33,7 @@ def resolve_denoiser(model: Any, *, owner: str = "denoiser", **load_kwargs: Any)
     elif callable(model):
         hint = " (wrap a network or function with robaug.diffusion.EDMDenoiser or CallableDenoiser)"
     raise TypeError(
-        f"{owner}: expected a registry name (see `robaug list`), a local model folder/file or a robaug Denoiser, "
+        f"{owner}: the denoiser must be a registry name (see `robaug list`), a local model folder/file or a robaug "
+        "Denoiser, "
         f"got {type(model).__name__}{hint}"
     )
