@@ -1,7 +1,6 @@
 import math
 import sys
 import types
-from pathlib import Path
 
 import PIL.Image
 import pytest
@@ -310,11 +309,7 @@ def test_diffaug_loss_is_ce_clean_plus_ce_augmented_in_one_forward():
     assert ls.item() > 0
 
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "robaug" / "weights" / "fmnist-ddpm.safetensors"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not WEIGHTS.exists(), reason="built-in fmnist-ddpm weights not trained yet")
 def test_builtin_fmnist_denoiser_denoises_real_images():
     from robaug.data import load_fashion_mnist
     from robaug.hub import load_denoiser
