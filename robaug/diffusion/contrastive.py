@@ -308,7 +308,7 @@ class ContrastiveGuidedSampler(GuidedDiffusion):
 
     def __init__(
         self,
-        denoiser: "Denoiser | str | os.PathLike",
+        denoiser: Denoiser | str | os.PathLike,
         encoder: nn.Module | Callable,
         num_steps: int = 18,
         solver: str = "heun",
