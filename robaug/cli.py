@@ -1,4 +1,4 @@
-"""The ``robaug`` command: ``demo``, ``list``, ``download``, ``generate``, ``train``."""
+"""The ``robaug`` command: ``demo``, ``list``, ``download``, ``generate``, ``train``, ``eval``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ _DELEGATED_HELP = {
     "download": "pre-download weights into the cache (for offline clusters)",
     "generate": "write a class-balanced synthetic dataset in resumable shards (torchrun for several GPUs)",
     "train": "train a classifier with a robustness recipe (baseline, augmix, ipmix, diffaug, ...)",
+    "eval": "robustness report of a trained run: clean, corruptions, adversarial, certified, OOD, calibration",
 }
 
 
@@ -46,6 +47,10 @@ def _delegated(name: str):
         from .generate import main_generate
 
         return main_generate
+    if name == "eval":
+        from .eval.report_cli import main_eval
+
+        return main_eval
     from .recipes.cli import main as main_train
 
     return main_train

@@ -124,7 +124,7 @@ def _load_suite(path: Path, signature: str) -> dict[str, Any] | None:
 # the report
 
 
-def _test_data(dataset: Any, data_root: Any, n_max: int | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor,
+def _test_data(dataset: Any, data_root: Any, n_max: int | None, batch_size: int, img_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor,
                                                                                          str, Any, Any]:
     """(images uint8/float (N, C, H, W), labels, dataset name, DatasetInfo or None, test dataset or None)."""
     if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
@@ -134,6 +134,13 @@ def _test_data(dataset: Any, data_root: Any, n_max: int | None, batch_size: int)
         if x.ndim != 4 or x.shape[0] != y.shape[0] or x.shape[1] not in (1, 3):
             raise ValueError(f"dataset=(images, labels): expected (N, C, H, W) images and N labels, got "
                              f"{tuple(x.shape)} and {tuple(y.shape)}")
+        if x.dtype != torch.uint8:
+            if not x.is_floating_point():
+                raise TypeError(f"dataset images must be uint8 or float in [0, 1], got {x.dtype}")
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -1e-3 or hi > 1 + 1e-3 or x.isnan().any():
+                raise ValueError(f"dataset images must lie in [0, 1] (or be uint8), got values in [{lo:.3g}, "
+                                 f"{hi:.3g}]; the model should normalise inside (robaug.models.Normalized)")
         return x, y, "custom", None, None
     if not isinstance(dataset, str):
         raise TypeError("dataset must be a dataset name (fashion_mnist, cifar10, cifar100, imagefolder) or an "
@@ -141,7 +148,7 @@ def _test_data(dataset: Any, data_root: Any, n_max: int | None, batch_size: int)
     from robaug.recipes.datasets import load_dataset
     from robaug.recipes.evaluate import _first_images
 
-    test, info = load_dataset(dataset, data_root, train=False)
+    test, info = load_dataset(dataset, data_root, train=False, img_size=img_size)
     n = len(test) if n_max is None else min(n_max, len(test))
     x, y = _first_images(test, info, n, batch_size, 0)
     return x, y, info.name, info, test
@@ -164,6 +171,7 @@ def report(
     name: str | None = None,
     progress: bool = True,
     figures: bool = True,
+    img_size: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (float ``(B, C, H, W)`` images in [0, 1] -> logits; normalisation inside) and write
     ``OUT/report.json``, ``OUT/report.md`` and ``OUT/figures/*.png``; returns the report dict.
@@ -177,6 +185,7 @@ def report(
             such as ``fmnist-ddpm``, or a path); without it, plain randomized smoothing of ``model``.
         corruption_root: published CIFAR-10-C / ImageNet-C files; otherwise a -C set is built from the first test
             images with robaug's corruptions (cached in ``cache_dir``, see :mod:`robaug.recipes.evaluate`).
+        img_size: image size of an ``imagefolder`` dataset (default 224).
         ood_folders: extra OOD sets ``{name: path}`` (a ``.npy`` or an image folder, "far" unless the name ends
             with ``:near``), read with :func:`robaug.eval.ood_sets.load_ood_folder`.
     """
@@ -196,13 +205,21 @@ def report(
     dev = torch.device(device) if device is not None else next(
         (t.device for t in list(model.parameters()) + list(model.buffers())), torch.device("cpu"))
     model = model.to(dev).eval()
-
     need = max([cfg.clean_images or 10**9] + [
         cfg.corruption_images if "corruptions" in suites or "calibration" in suites else 0,
         cfg.adv_images if "adversarial" in suites else 0,
         cfg.cert_images if "certified" in suites else 0,
         cfg.ood_images if "ood" in suites else 0])
-    x, y, data_name, info, test = _test_data(dataset, data_root, None if need >= 10**9 else need, cfg.batch_size)
+    x, y, data_name, info, test = _test_data(dataset, data_root, None if need >= 10**9 else need, cfg.batch_size,
+                                             img_size)
+    with torch.no_grad():  # one probe batch: (B, K) logits with K covering the labels
+        from .report_suites import _logits_of
+
+        probe = x[:2].float().div(255.0) if x.dtype == torch.uint8 else x[:2].float()
+        k = _logits_of(model, probe.to(dev)).shape[1]
+    if int(y.max()) >= k or int(y.min()) < 0:
+        raise ValueError(f"the model returns {k} classes but the labels go up to {int(y.max())}")
+
     if cfg.pgd_eps is None:
         cfg = dataclasses.replace(cfg, pgd_eps=_pgd_eps(data_name))
     den = None

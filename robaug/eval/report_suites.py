@@ -58,15 +58,20 @@ def acc_num(correct: int, total: int) -> dict[str, Any]:
     return num(correct / total if total else float("nan"), lo, hi, total, "wilson")
 
 
+def _logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    z = model(x)
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0] or z.shape[1] < 2:
+        raise ValueError(f"the model must return (batch, num_classes >= 2) logits, got "
+                         f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__} for a batch of "
+                         f"{x.shape[0]} images")
+    return z
+
+
 @torch.no_grad()
 def _logits(ctx: Context, x: torch.Tensor) -> torch.Tensor:
     outs = []
     for s in range(0, x.shape[0], ctx.cfg.batch_size):
-        z = ctx.model(x[s:s + ctx.cfg.batch_size].to(ctx.device))
-        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != min(ctx.cfg.batch_size, x.shape[0] - s):
-            raise ValueError(f"the model must return (batch, num_classes) logits, got "
-                             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
-        outs.append(z.float().cpu())
+        outs.append(_logits_of(ctx.model, x[s:s + ctx.cfg.batch_size].to(ctx.device)).float().cpu())
     return torch.cat(outs)
 
 
