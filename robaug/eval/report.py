@@ -204,7 +204,21 @@ def report(
         raise TypeError(f"model must be an nn.Module returning logits, got {type(model).__name__}")
     dev = torch.device(device) if device is not None else next(
         (t.device for t in list(model.parameters()) + list(model.buffers())), torch.device("cpu"))
+    was_training = model.training
     model = model.to(dev).eval()
+    try:
+        return _report(model, dataset, suites, out, quick, cfg, denoiser, data_root, corruption_root, ood_folders,
+                       cache_dir, dev, name, progress, figures, img_size)
+    finally:
+        model.train(was_training)
+
+
+def _report(model: nn.Module, dataset: Any, suites: Sequence[str], out: Any, quick: bool, cfg: ReportSettings,
+            denoiser: Any, data_root: Any, corruption_root: Any, ood_folders: Any, cache_dir: Any, dev: torch.device,
+            name: str | None, progress: bool, figures: bool, img_size: int | None) -> dict[str, Any]:
+    from . import report_suites as S
+    from .report_render import render_figures, render_markdown
+
     need = max([cfg.clean_images or 10**9] + [
         cfg.corruption_images if "corruptions" in suites or "calibration" in suites else 0,
         cfg.adv_images if "adversarial" in suites else 0,
