@@ -131,12 +131,21 @@ def _check_settings(sigma: float, n0: int, n: int, alpha: float, batch_size: int
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _resolve(denoiser: Any) -> nn.Module | None:
+def _resolve(denoiser: Any, device: torch.device | None = None) -> nn.Module | None:
+    """A Denoiser as is, or a registry name / path loaded with robaug.hub.load_denoiser onto ``device``."""
     if denoiser is None:
         return None
     from ..transforms.diffaug import _resolve_denoiser
 
-    return _resolve_denoiser(denoiser, "certify")
+    loaded = isinstance(denoiser, (str, os.PathLike))
+    den = _resolve_denoiser(denoiser, "certify")
+    if loaded and device is not None:
+        den = den.to(device)
+    p = next(den.parameters(), None)
+    if device is not None and p is not None and p.device != device:
+        raise ValueError(f"certify: the denoiser is on {p.device} but the classifier on {device}; move it with "
+                         f".to({str(device)!r})")
+    return den
 
 
 @torch.no_grad()
@@ -151,11 +160,13 @@ def smoothed_counts(
     generator: torch.Generator | None = None,
     num_classes: int | None = None,
     device: torch.device | None = None,
+    progress: Any = None,
 ) -> torch.Tensor:
     """Class counts ``(N, K)`` (int64, on the classifier's device) of ``f`` on ``num`` noisy copies of every image.
 
     The ``N * num`` copies are streamed in chunks of ``batch_size`` (a chunk may hold copies of several images);
     the noise is drawn per chunk with ``generator`` on its device, so results depend on ``batch_size``.
+    ``progress``: a tqdm bar advanced by the copies done.
     """
     dev = device if device is not None else _model_device(classifier, images.device)
     images = images.to(dev)
@@ -188,6 +199,8 @@ def smoothed_counts(
             counts = torch.zeros(n_img * k, dtype=torch.int64, device=dev)
         flat = idx * k + logits.argmax(1)
         counts.index_add_(0, flat, torch.ones_like(flat))
+        if progress is not None:
+            progress.update(int(x.shape[0]))
     assert counts is not None and k is not None
     return counts.view(n_img, k)
 
@@ -201,7 +214,8 @@ def _noise_fits(x: torch.Tensor, denoiser: nn.Module) -> bool:
 
 
 def _prepare(classifier: nn.Module, images: Any, labels: Any, sigma: float, n0: int, n: int, alpha: float,
-             batch_size: int, denoiser: Any) -> tuple[torch.Tensor, torch.Tensor | None, nn.Module | None]:
+             batch_size: int, denoiser: Any, device: Any = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, nn.Module | None]:
     if not callable(classifier):
         raise TypeError(f"classifier must be a callable nn.Module returning logits, got {type(classifier).__name__}")
     _check_settings(sigma, n0, n, alpha, batch_size)
@@ -211,7 +225,8 @@ def _prepare(classifier: nn.Module, images: Any, labels: Any, sigma: float, n0: 
         y = torch.as_tensor(labels).long().reshape(-1).cpu()
         if y.numel() != x.shape[0]:
             raise ValueError(f"got {x.shape[0]} images but {y.numel()} labels")
-    den = _resolve(denoiser)
+    dev = torch.device(device) if device is not None else _model_device(classifier, x.device)
+    den = _resolve(denoiser, dev)
     return x, y, den
 
 
@@ -240,6 +255,7 @@ def certify(
     batch_size: int = 1000,
     generator: torch.Generator | None = None,
     device: str | torch.device | None = None,
+    progress: bool = False,
 ) -> CertifyResult:
     """Cohen et al.'s CERTIFY for every image: prediction (-1 = abstain) and certified l2 radius.
 
@@ -255,20 +271,31 @@ def certify(
             0.001; Carlini et al. and DiffAug: 100, 10,000, 0.001).
         batch_size: noisy copies per classifier call (copies of several images share a call).
         generator: ``torch.Generator`` for the noise (drawn on its device, moved to the classifier's).
+        progress: a tqdm bar over the noisy copies.
     """
-    x, y, den = _prepare(classifier, images, labels, sigma, n0, n, alpha, batch_size, denoiser)
+    x, y, den = _prepare(classifier, images, labels, sigma, n0, n, alpha, batch_size, denoiser, device)
     import time
 
     t0 = time.perf_counter()
     dev = torch.device(device) if device is not None else None
 
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=x.shape[0] * (int(n0) + int(n)), desc=f"certify sigma={sigma}", unit="copy", leave=False)
+
     def go() -> tuple[torch.Tensor, torch.Tensor]:
-        kw = dict(sigma=sigma, denoiser=den, batch_size=batch_size, generator=generator, device=dev)
+        kw = dict(sigma=sigma, denoiser=den, batch_size=batch_size, generator=generator, device=dev, progress=bar)
         sel = smoothed_counts(classifier, x, n0, **kw)
         est = smoothed_counts(classifier, x, n, num_classes=sel.shape[1], **kw)
         return sel, est
 
-    sel, est = _run(classifier, den, go)
+    try:
+        sel, est = _run(classifier, den, go)
+    finally:
+        if bar is not None:
+            bar.close()
     c_a = sel.argmax(1)  # ties: the lowest class index, as numpy's argmax in the reference
     n_a = est.gather(1, c_a[:, None])[:, 0].cpu().numpy()
     p_lower = clopper_pearson_lower(n_a, int(n), float(alpha))
@@ -297,7 +324,7 @@ def predict(
     """Cohen et al.'s PREDICT: the smoothed prediction, or -1 when the two-sided binomial test of the top count
     against the top two counts does not reject ``p = 1/2`` at level ``alpha`` (then the prediction is wrong with
     probability at most ``alpha``). ``radii`` are all 0. Arguments as in :func:`certify`."""
-    x, y, den = _prepare(classifier, images, labels, sigma, 1, n, alpha, batch_size, denoiser)
+    x, y, den = _prepare(classifier, images, labels, sigma, 1, n, alpha, batch_size, denoiser, device)
     import time
 
     t0 = time.perf_counter()

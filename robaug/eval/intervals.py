@@ -81,14 +81,27 @@ def betainc(a: Any, b: Any, x: Any) -> np.ndarray:
     return out
 
 
-def _beta_ppf(q: float, a: np.ndarray, b: np.ndarray, iters: int = 64) -> np.ndarray:
-    """``p`` with ``I_p(a, b) = q`` by bisection (``I_p`` increases in ``p``)."""
+def _beta_ppf(q: float, a: np.ndarray, b: np.ndarray, max_iter: int = 200) -> np.ndarray:
+    """``p`` with ``I_p(a, b) = q``: Newton steps on ``I_p - q`` (derivative: the beta density) kept inside a
+    shrinking bisection bracket, so it converges like Newton and never leaves [0, 1]."""
+    lgam = np.vectorize(math.lgamma, otypes=[np.float64])
+    log_beta = lgam(a) + lgam(b) - lgam(a + b)
     lo, hi = np.zeros_like(a), np.ones_like(a)
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        below = betainc(a, b, mid) < q
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+    p = np.clip(a / (a + b), 1e-12, 1 - 1e-12)
+    done = np.zeros(a.shape, dtype=bool)
+    for _ in range(max_iter):
+        f = betainc(a, b, p) - q
+        lo, hi = np.where(f < 0, p, lo), np.where(f > 0, p, hi)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            pdf = np.exp((a - 1) * np.log(p) + (b - 1) * np.log1p(-p) - log_beta)
+            newton = p - f / pdf
+        ok = np.isfinite(newton) & (newton >= lo) & (newton <= hi)
+        p_new = np.where(done | (f == 0), p, np.where(ok, newton, 0.5 * (lo + hi)))
+        done |= (np.abs(p_new - p) <= 1e-14 * np.maximum(p, 1e-300)) | (hi - lo <= 1e-300)
+        p = p_new
+        if done.all():
+            break
+    return p
 
 
 def _counts(k: Any, n: Any) -> tuple[np.ndarray, np.ndarray]:

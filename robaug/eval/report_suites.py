@@ -165,27 +165,10 @@ def run_certified(ctx: Context) -> dict[str, Any]:
     cfg = ctx.cfg
     x, y = ctx.images(cfg.cert_images)
     out: dict[str, Any] = {"denoised": ctx.denoiser is not None, "per_sigma": {}}
-    bar = None
-    if ctx.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(cfg.cert_sigmas) * y.numel(), desc="certify", unit="img", leave=False)
-    chunk = max(1, int(cfg.batch_size) * 4 // max(1, cfg.cert_n))  # images per call: ~4 classifier batches
-    chunk = max(chunk, 1)
     for i, sigma in enumerate(cfg.cert_sigmas):
-        g = ctx.generator(100 + i)
-        preds, radii = [], []
-        for s in range(0, y.numel(), chunk):
-            r = certify(ctx.model, x[s:s + chunk], y[s:s + chunk], sigma=float(sigma), denoiser=ctx.denoiser,
-                        n0=cfg.cert_n0, n=cfg.cert_n, alpha=cfg.cert_alpha, batch_size=cfg.batch_size, generator=g,
-                        device=ctx.device)
-            preds.append(r.predictions)
-            radii.append(r.radii)
-            if bar is not None:
-                bar.update(r.predictions.numel())
-        from .certify import CertifyResult
-
-        res = CertifyResult(torch.cat(preds), torch.cat(radii), y)
+        res = certify(ctx.model, x, y, sigma=float(sigma), denoiser=ctx.denoiser, n0=cfg.cert_n0, n=cfg.cert_n,
+                      alpha=cfg.cert_alpha, batch_size=cfg.batch_size, generator=ctx.generator(100 + i),
+                      device=ctx.device, progress=ctx.progress)
         top = float(res.radii.max()) if len(res) else 0.0
         grid = sorted(set(np.linspace(0.0, max(top, max(cfg.cert_radii)), 41).round(6).tolist()))
         curve_r, curve_a = res.curve(grid)
@@ -196,8 +179,6 @@ def run_certified(ctx: Context) -> dict[str, Any]:
             "mean_radius_correct": float(res.radii[res.predictions == y].mean()) if (res.predictions == y).any() else 0.0,
             "curve": {"radii": curve_r.tolist(), "accuracy": curve_a.tolist()},
         }
-    if bar is not None:
-        bar.close()
     out["note"] = ("certified accuracy: correct and certified at radius >= r (l2, [0, 1] pixel units), with "
                    f"probability >= 1 - alpha = {1 - cfg.cert_alpha} per image; the Wilson interval covers the "
                    "sampling of test images only")
