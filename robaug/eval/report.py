@@ -62,11 +62,11 @@ class ReportSettings:
 def default_settings(quick: bool = False, denoised: bool = False) -> ReportSettings:
     """Full-size settings (Carlini et al.'s / DiffAug's certification sizes n0 = 100, n = 10,000; a GPU job) or
     ``quick`` ones (a Fashion-MNIST small CNN reports in a few minutes on two CPU cores; with a denoiser the
-    certification shrinks to 10 images, n0 = 20, n = 200, which caps the certifiable radius at
-    ``sigma Phi^-1(alpha^(1/n))``, 0.45 for sigma = 0.25)."""
+    certification shrinks to 20 images, n0 = 20, n = 500, which caps the certifiable radius at
+    ``sigma Phi^-1(alpha^(1/n))``, 0.55 for sigma = 0.25)."""
     if not quick:
         return ReportSettings()
-    cert = dict(cert_images=10, cert_n0=20, cert_n=200) if denoised else dict(cert_images=50, cert_n=1000)
+    cert = dict(cert_images=20, cert_n0=20, cert_n=500) if denoised else dict(cert_images=50, cert_n=1000)
     return ReportSettings(clean_images=2000, corruption_images=100, adv_images=200, pgd_steps=10, cert_sigmas=[0.25],
                           cert_radii=[0.0, 0.25, 0.5], ood_images=500, ood_methods=["msp", "max_logit", "energy"],
                           n_boot=200, **cert)
@@ -250,9 +250,14 @@ def _report(model: nn.Module, dataset: Any, suites: Sequence[str], out: Any, qui
     ctx = S.Context(model=model, x=x, y=y, cfg=cfg, device=dev, info=info, test=test, data_name=data_name,
                     denoiser=den, corruption_root=corruption_root, cache_dir=cache_dir, ood_folders=ood_folders or {},
                     progress=progress)
-    fingerprint = {"model": model_fingerprint(model), "data": tensor_fingerprint(x, y), "dataset": data_name,
-                   "denoiser": den_id, "corruption_root": os.fspath(corruption_root) if corruption_root else None,
-                   "ood_folders": {k: os.fspath(v) for k, v in (ood_folders or {}).items()}}
+    fingerprint = {"model": model_fingerprint(model), "data": tensor_fingerprint(x, y), "dataset": data_name}
+    # what else each suite depends on besides its settings
+    inputs = {
+        "certified": {"denoiser": den_id},
+        "corruptions": {"corruption_root": os.fspath(corruption_root) if corruption_root else None},
+        "calibration": {"corruption_root": os.fspath(corruption_root) if corruption_root else None},
+        "ood": {"ood_folders": {k: os.fspath(v) for k, v in (ood_folders or {}).items()}},
+    }
     results: dict[str, Any] = {}
     reused: list[str] = []
     bar = None
@@ -267,7 +272,8 @@ def _report(model: nn.Module, dataset: Any, suites: Sequence[str], out: Any, qui
                 bar.set_postfix(suite=suite)
             keys = S.SUITE_SETTINGS[suite]
             suite_cfg = {k: getattr(cfg, k) for k in keys}
-            sig = hashlib.sha256(json.dumps({"suite": suite, "settings": suite_cfg, **fingerprint},
+            sig = hashlib.sha256(json.dumps({"suite": suite, "settings": suite_cfg, **fingerprint,
+                                             **inputs.get(suite, {})},
                                             sort_keys=True, default=str).encode()).hexdigest()
             path = out_dir / "suites" / f"{suite}.json"
             res = _load_suite(path, sig)

@@ -86,11 +86,17 @@ def test_report_end_to_end_and_resume(tmp_path, monkeypatch) -> None:
     doc2 = report(model, (x, y), out=out, quick=True, settings=SETTINGS, progress=False)
     assert doc2["reused_suites"] == list(SUITES)
     assert doc2["suites"]["ood"] == doc["suites"]["ood"]
-    # another certification setting recomputes only that suite; other weights recompute everything
+    # another certification setting or a denoiser recomputes only that suite; other weights recompute everything
+    from robaug.diffusion import CallableDenoiser
+
     monkeypatch.setitem(report_suites.RUNNERS, "certified", lambda ctx: {"per_sigma": {}, "denoised": False,
                                                                           "note": "stub"})
     doc3 = report(model, (x, y), out=out, quick=True, settings={**SETTINGS, "cert_n": 80}, progress=False,
                   suites=("clean", "certified"), figures=False)
+    assert doc3["reused_suites"] == ["clean"]
+    doc3 = report(model, (x, y), out=out, quick=True, settings={**SETTINGS, "cert_n": 80}, progress=False,
+                  suites=("clean", "certified"), figures=False,
+                  denoiser=CallableDenoiser(lambda z, s, lab: z, in_channels=1))
     assert doc3["reused_suites"] == ["clean"]
     with torch.no_grad():
         model.fc.bias += 1.0
