@@ -133,8 +133,9 @@ def reliability_diagram(probs: Any, labels: Any, path: str | os.PathLike, *, n_b
         fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
         w = np.diff(edges)
         ax.bar(edges[:-1], acc, width=w, align="edge", edgecolor="k", color="tab:blue", label="accuracy")
-        gap = np.where(filled, conf - acc, 0.0)
-        ax.bar(edges[:-1], gap, bottom=acc, width=w, align="edge", color="tab:red", alpha=0.3, label="gap")
+        gap = np.where(filled, np.abs(conf - acc), 0.0)
+        ax.bar(edges[:-1], gap, bottom=np.minimum(acc, np.nan_to_num(conf)), width=w, align="edge", color="tab:red",
+               alpha=0.3, label="|confidence - accuracy|")
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=label)
         ax.legend(loc="upper left")

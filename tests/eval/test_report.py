@@ -72,6 +72,11 @@ def test_report_end_to_end_and_resume(tmp_path, monkeypatch) -> None:
         for k in ("ece", "rms", "nll", "brier"):
             _check_num(cal[part][k])
     assert cal["corrupted"]["ece"]["n"] == 30 * 2 * 2
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (out / "report.json").stat().st_mode & 0o777 == 0o666 & ~mask  # the user's umask, not mkstemp's 0600
     md = (out / "report.md").read_text()
     assert "| clean | accuracy |" in md and "Floating-point caveat" in md
     for f in doc["figures"].values():
