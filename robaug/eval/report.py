@@ -189,9 +189,6 @@ def report(
         ood_folders: extra OOD sets ``{name: path}`` (a ``.npy`` or an image folder, "far" unless the name ends
             with ``:near``), read with :func:`robaug.eval.ood_sets.load_ood_folder`.
     """
-    from . import report_suites as S
-    from .report_render import render_figures, render_markdown
-
     unknown = [s for s in suites if s not in SUITES]
     if unknown or not suites:
         raise ValueError(f"unknown suites {unknown}; choose from {', '.join(SUITES)}")

@@ -3,8 +3,6 @@ statsmodels / scipy, the denoiser's (2x - 1, 2 sigma) call, and bad input."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
