@@ -7,7 +7,8 @@ from another domain (photographs, textures, noise). For a Fashion-MNIST model:
 ===============  =====  ==========================================================================================
 set              kind   what
 ===============  =====  ==========================================================================================
-``digits``       near   scikit-learn's bundled 1,797 handwritten digits (8x8, bilinear-resized, white on black)
+``digits``       near   scikit-learn's bundled 1,797 handwritten digits (8x8, bilinear-resized, white on black;
+                        far-OOD when the in-distribution data are colour images)
 ``photo_crops``  far    random crops of scikit-image's bundled photographs and textures, greyscale as needed
 ``uniform``      far    i.i.d. uniform noise
 ``gaussian``     far    i.i.d. N(0.5, 0.25^2) noise clipped to [0, 1]
@@ -74,14 +75,15 @@ def _gen(generator: torch.Generator | None, seed: int) -> torch.Generator:
 
 
 def digits_ood(size: int = 28, channels: int = 1, n: int | None = None) -> OODSet:
-    """scikit-learn's bundled digits (near-OOD for Fashion-MNIST), resized to ``size``."""
+    """scikit-learn's bundled digits, resized to ``size``: near-OOD for greyscale in-distribution data
+    (Fashion-MNIST: the same white-on-black centred style), far-OOD for colour photographs (CIFAR, ImageNet)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError("the digits OOD set needs scikit-learn: pip install scikit-learn") from None
     arr = load_digits().images.astype(np.float32) / 16.0  # (1797, 8, 8) in [0, 1]
     x = _fit(torch.from_numpy(arr[:n] if n else arr).unsqueeze(1), size, channels)
-    return OODSet("digits", x, "near", "sklearn.datasets.load_digits, bilinear-resized")
+    return OODSet("digits", x, "near" if channels == 1 else "far", "sklearn.datasets.load_digits, bilinear-resized")
 
 
 def photo_crops_ood(n: int = 1000, size: int = 28, channels: int = 1, *, generator: torch.Generator | None = None,

@@ -94,6 +94,8 @@ def test_offline_sets() -> None:
     d = digits_ood(28, 1)
     assert d.images.shape == (1797, 1, 28, 28) and d.kind == "near"
     assert 0 <= float(d.images.min()) and float(d.images.max()) <= 1 and float(d.images.max()) > 0.9
+    d3 = digits_ood(32, 3, n=5)
+    assert d3.images.shape == (5, 3, 32, 32) and d3.kind == "far"  # digits are far from colour photographs
     p = photo_crops_ood(20, 28, 3, seed=1)
     assert p.images.shape == (20, 3, 28, 28) and p.kind == "far"
     assert torch.equal(p.images, photo_crops_ood(20, 28, 3, seed=1).images)
