@@ -69,6 +69,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
                     row("calibration", f"{part} {key.upper()}", c[key])
                 row("calibration", f"{part} NLL (nats)", c["nll"], pct=False)
                 row("calibration", f"{part} Brier", c["brier"], pct=False)
+        mc = s["calibration"].get("corrupted_mean_over_corruptions")
+        if mc:
+            row("calibration", "corrupted ECE, mean over corruptions", mc["ece"])
+            row("calibration", "corrupted RMS, mean over corruptions", mc["rms"])
     L.append("")
     if "corruptions" in s:
         c = s["corruptions"]

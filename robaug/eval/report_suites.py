@@ -247,6 +247,15 @@ def run_ood(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def _ece(conf_correct: np.ndarray, n_bins: int) -> float:
+    """ECE of ``(N, 2)`` rows ``(confidence, correct)``."""
+    from .calibration import _bins
+
+    b = _bins(conf_correct[:, 0], conf_correct[:, 1], n_bins)
+    f = b["count"] > 0
+    return float(np.sum(b["count"][f] / len(conf_correct) * np.abs(b["accuracy"][f] - b["confidence"][f])))
+
+
 def _calib(probs: np.ndarray, labels: np.ndarray, ctx: Context) -> dict[str, Any]:
     from .calibration import calibration_metrics, reliability_bins
 
@@ -258,15 +267,8 @@ def _calib(probs: np.ndarray, labels: np.ndarray, ctx: Context) -> dict[str, Any
     nb = ctx.cfg.calib_bins
     from .calibration import rms_calibration_error
 
-    def ece_fn(a: np.ndarray) -> float:
-        from .calibration import _bins
-
-        b = _bins(a[:, 0], a[:, 1], nb)
-        f = b["count"] > 0
-        return float(np.sum(b["count"][f] / len(a) * np.abs(b["accuracy"][f] - b["confidence"][f])))
-
     fns: dict[str, Callable[[np.ndarray], float]] = {
-        "ece": ece_fn,
+        "ece": lambda a: _ece(a, nb),
         "rms": lambda a: rms_calibration_error(a[:, 0], a[:, 1], 100, True),
         "rms_all_bins": lambda a: rms_calibration_error(a[:, 0], a[:, 1], 100, False),
     }
@@ -288,19 +290,34 @@ def _calib(probs: np.ndarray, labels: np.ndarray, ctx: Context) -> dict[str, Any
 
 
 def run_calibration(ctx: Context) -> dict[str, Any]:
+    from .calibration import rms_calibration_error
+
     x, y = ctx.images(ctx.cfg.clean_images)
     probs = F.softmax(_logits(ctx, x).double(), 1).numpy()
     out: dict[str, Any] = {"clean": _calib(probs, y.numpy(), ctx)}
     bench, note, names, sevs = _corruption_sets(ctx)
-    ps, ys = [], []
+    ps, ys, per_c = [], [], []
     for c in names:
+        n0 = len(ps)
         for s in sevs:
             for xb, yb in bench.batches(c, s, batch_size=ctx.cfg.batch_size):
                 ps.append(F.softmax(_logits(ctx, xb).double(), 1).numpy())
                 ys.append(yb.numpy())
+        pc, yc = np.concatenate(ps[n0:]), np.concatenate(ys[n0:])
+        per_c.append(np.stack([pc.max(1), (pc.argmax(1) == yc).astype(np.float64)], 1))
     if ps:
         out["corrupted"] = _calib(np.concatenate(ps), np.concatenate(ys), ctx)
         out["corrupted"]["pooled_over"] = f"{len(names)} corruptions x {len(sevs)} severities ({note})"
+        # the other convention: the metric per corruption (its severities pooled), averaged over corruptions
+        nb = ctx.cfg.calib_bins
+        fns = {"ece": lambda a: _ece(a, nb), "rms": lambda a: rms_calibration_error(a[:, 0], a[:, 1], 100, True)}
+        mean_c: dict[str, Any] = {}
+        for key, fn in fns.items():
+            stat = lambda *groups, fn=fn: float(np.mean([fn(g) for g in groups]))  # noqa: E731
+            lo, hi = bootstrap_ci(stat, per_c, n_boot=ctx.cfg.n_boot, seed=ctx.cfg.seed)
+            mean_c[key] = num(stat(*per_c), lo, hi, sum(len(g) for g in per_c), "bootstrap")
+        mean_c["per_corruption"] = {c: {k: fn(g) for k, fn in fns.items()} for c, g in zip(names, per_c)}
+        out["corrupted_mean_over_corruptions"] = mean_c
     return out
 
 

@@ -72,6 +72,19 @@ def test_report_end_to_end_and_resume(tmp_path, monkeypatch) -> None:
         for k in ("ece", "rms", "nll", "brier"):
             _check_num(cal[part][k])
     assert cal["corrupted"]["ece"]["n"] == 30 * 2 * 2
+    # per-corruption calibration (severities pooled) re-computed from the same -C set, and its mean
+    from robaug.eval.calibration import calibration_metrics
+    from robaug.eval.corruptions import make_corrupted_dataset
+
+    mc = cal["corrupted_mean_over_corruptions"]
+    bench = make_corrupted_dataset(x[:30], y[:30], ["brightness"], [1, 3], seed=0)
+    xb = torch.cat([bench.images("brightness", s) for s in (1, 3)]).float() / 255
+    with torch.no_grad():
+        probs = torch.softmax(model(xb).double(), 1)
+    ref = calibration_metrics(probs, y[:30].repeat(2))
+    assert mc["per_corruption"]["brightness"]["ece"] == pytest.approx(ref["ece"], abs=1e-9)
+    assert mc["per_corruption"]["brightness"]["rms"] == pytest.approx(ref["rms"], abs=1e-9)
+    assert mc["ece"]["value"] == pytest.approx(sum(v["ece"] for v in mc["per_corruption"].values()) / 2)
     import os
 
     mask = os.umask(0)
