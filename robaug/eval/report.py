@@ -25,6 +25,8 @@ from torch import nn
 __all__ = ["SUITES", "ReportSettings", "report", "default_settings"]
 
 SUITES = ("clean", "corruptions", "adversarial", "certified", "ood", "calibration")
+#: part of every suite's signature: bump it when a suite's computation or stored fields change
+SUITE_FORMAT = 1
 
 
 @dataclass
@@ -124,8 +126,8 @@ def _load_suite(path: Path, signature: str) -> dict[str, Any] | None:
 # the report
 
 
-def _test_data(dataset: Any, data_root: Any, n_max: int | None, batch_size: int, img_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                         str, Any, Any]:
+def _test_data(dataset: Any, data_root: Any, n_max: int | None, batch_size: int,
+               img_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, str, Any, Any]:
     """(images uint8/float (N, C, H, W), labels, dataset name, DatasetInfo or None, test dataset or None)."""
     if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
         x, y = torch.as_tensor(dataset[0]), torch.as_tensor(dataset[1]).long().reshape(-1)
@@ -269,9 +271,9 @@ def _report(model: nn.Module, dataset: Any, suites: Sequence[str], out: Any, qui
                 bar.set_postfix(suite=suite)
             keys = S.SUITE_SETTINGS[suite]
             suite_cfg = {k: getattr(cfg, k) for k in keys}
-            sig = hashlib.sha256(json.dumps({"suite": suite, "settings": suite_cfg, **fingerprint,
-                                             **inputs.get(suite, {})},
-                                            sort_keys=True, default=str).encode()).hexdigest()
+            key = {"suite": suite, "format": SUITE_FORMAT, "settings": suite_cfg, **fingerprint,
+                   **inputs.get(suite, {})}
+            sig = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
             path = out_dir / "suites" / f"{suite}.json"
             res = _load_suite(path, sig)
             if res is None:

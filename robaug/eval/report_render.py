@@ -26,7 +26,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     s = doc["suites"]
     L = [f"# Robustness report: {doc['name']}", "",
          f"Dataset `{doc['dataset']}`, model sha256 `{doc['model_sha256'][:16]}`, device {doc['device']}, "
-         f"{'quick' if doc['quick'] else 'full'} settings, robaug {doc['robaug_version']}, torch {doc['torch_version']}. "
+         f"{'quick' if doc['quick'] else 'full'} settings, robaug {doc['robaug_version']}, "
+         f"torch {doc['torch_version']}. "
          f"Values in % unless noted, with 95% intervals in brackets ({doc['intervals']}). "
          f"Exact settings: `report.json`.", ""]
     if doc.get("reused_suites"):

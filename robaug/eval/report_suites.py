@@ -173,10 +173,11 @@ def run_certified(ctx: Context) -> dict[str, Any]:
         grid = sorted(set(np.linspace(0.0, max(top, max(cfg.cert_radii)), 41).round(6).tolist()))
         curve_r, curve_a = res.curve(grid)
         n = y.numel()
+        hit = res.predictions == y
         out["per_sigma"][str(sigma)] = {
             "certified_accuracy": {str(r): acc_num(int(res.correct(r).sum()), n) for r in cfg.cert_radii},
             "abstain_rate": acc_num(int((res.predictions == -1).sum()), n),
-            "mean_radius_correct": float(res.radii[res.predictions == y].mean()) if (res.predictions == y).any() else 0.0,
+            "mean_radius_correct": float(res.radii[hit].mean()) if bool(hit.any()) else 0.0,
             "curve": {"radii": curve_r.tolist(), "accuracy": curve_a.tolist()},
         }
     out["note"] = ("certified accuracy: correct and certified at radius >= r (l2, [0, 1] pixel units), with "
