@@ -49,6 +49,7 @@ class ReportSettings:
     cert_n: int = 10_000
     cert_alpha: float = 0.001
     cert_radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    cert_batch_size: int = 2000  #: noisy copies per classifier call (raise it on a GPU; the noise order depends on it)
     ood_images: int = 2000  #: in-distribution images and images per OOD set
     ood_methods: list[str] = field(default_factory=lambda: ["msp", "max_logit", "energy", "odin"])
     ood_sets: list[str] | None = None  #: offline sets (default: all for 28x28 greyscale, the procedural ones else)

@@ -167,7 +167,7 @@ def run_certified(ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {"denoised": ctx.denoiser is not None, "per_sigma": {}}
     for i, sigma in enumerate(cfg.cert_sigmas):
         res = certify(ctx.model, x, y, sigma=float(sigma), denoiser=ctx.denoiser, n0=cfg.cert_n0, n=cfg.cert_n,
-                      alpha=cfg.cert_alpha, batch_size=cfg.batch_size, generator=ctx.generator(100 + i),
+                      alpha=cfg.cert_alpha, batch_size=cfg.cert_batch_size, generator=ctx.generator(100 + i),
                       device=ctx.device, progress=ctx.progress)
         top = float(res.radii.max()) if len(res) else 0.0
         grid = sorted(set(np.linspace(0.0, max(top, max(cfg.cert_radii)), 41).round(6).tolist()))
@@ -334,7 +334,7 @@ SUITE_SETTINGS: dict[str, tuple[str, ...]] = {
     "corruptions": ("corruption_images", "corruptions", "severities", "corruption_seed"),
     "adversarial": ("adv_images", "pgd_eps", "pgd_steps", "pgd_norm", "autoattack", "seed"),
     "certified": ("cert_images", "cert_sigmas", "cert_n0", "cert_n", "cert_alpha", "cert_radii", "seed",
-                  "batch_size"),
+                  "cert_batch_size"),
     "ood": ("ood_images", "ood_methods", "ood_sets", "n_boot", "seed"),
     "calibration": ("clean_images", "corruption_images", "corruptions", "severities", "corruption_seed",
                     "calib_bins", "n_boot", "seed"),
