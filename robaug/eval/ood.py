@@ -120,7 +120,9 @@ def _odin(model: nn.Module, x: torch.Tensor, t: float, eps: float) -> torch.Tens
 def _as_scores(s: Any, name: str) -> np.ndarray:
     if isinstance(s, torch.Tensor):
         s = s.detach().double().cpu().numpy()
-    a = np.asarray(s, dtype=np.float64).reshape(-1)
+    a = np.asarray(s, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array of per-image scores, got shape {a.shape}")
     if a.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.isfinite(a).all():

@@ -41,6 +41,8 @@ def test_metrics_extremes_and_errors() -> None:
     assert ood_metrics([1.0, 1.0], [1.0, 1.0])["auroc"] == 0.5
     with pytest.raises(ValueError, match="NaN"):
         ood_metrics([1.0, float("nan")], [0.0])
+    with pytest.raises(ValueError, match="1-d"):
+        ood_metrics(np.zeros((3, 2)), [0.0])
     with pytest.raises(ValueError, match="empty"):
         ood_metrics([], [0.0])
     if torch.cuda.is_available():
