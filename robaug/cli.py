@@ -1,4 +1,4 @@
-"""The ``robaug`` command: ``demo``, ``list``, ``download``, ``convert``, ``generate``, ``train``."""
+"""The ``robaug`` command: ``demo``, ``list``, ``download``, ``convert``, ``generate``, ``train``, ``eval``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ _DELEGATED_HELP = {
     "convert": "convert an ADM .pt / EDM .pkl checkpoint into a safetensors folder (no code from the file runs)",
     "generate": "write a class-balanced synthetic dataset in resumable shards (torchrun for several GPUs)",
     "train": "train a classifier with a robustness recipe (baseline, augmix, ipmix, diffaug, ...)",
+    "eval": "robustness report of a trained run: clean, corruptions, adversarial, certified, OOD, calibration",
 }
 
 
@@ -51,6 +52,10 @@ def _delegated(name: str):
         from .generate import main_generate
 
         return main_generate
+    if name == "eval":
+        from .eval.report_cli import main_eval
+
+        return main_eval
     from .recipes.cli import main as main_train
 
     return main_train
