@@ -29,7 +29,7 @@ from robaug.eval.benchmarks import (
     open_corruption_benchmark,
 )
 
-from .datasets import DatasetInfo, FolderImages, TensorImages
+from robaug.data.datasets import DatasetInfo, FolderImages, TensorImages
 
 __all__ = ["SubsetBenchmark", "corruption_benchmark", "clean_data", "final_evaluation", "default_cache_dir",
            "adversarial_evaluation"]
