@@ -42,7 +42,7 @@ class Command:
 #: name -> Command, in the order ``robaug --help`` lists them
 COMMANDS: dict[str, Command] = {
     "demo": Command("augment real Fashion-MNIST images, write a PNG grid, print throughput", ("robaug.cli.demo:main",)),
-    "list": Command("list the registered pretrained denoisers", ("robaug.cli.list:main",)),
+    "list": Command("list the registered pretrained denoisers", ("robaug.cli.list_:main",)),
     "download": Command("pre-download weights into the cache (for offline clusters)", ("robaug.cli.download:main",)),
     "generate": Command("write a class-balanced synthetic dataset in resumable shards (torchrun for several GPUs)",
                         ("robaug.cli.generate:main", "robaug.generate:main_generate")),

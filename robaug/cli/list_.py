@@ -1,4 +1,5 @@
-"""``robaug list``: the registered pretrained denoisers, one name per line (no torch import)."""
+"""``robaug list``: the registered pretrained denoisers, one name per line (no torch import). The module is named
+``list_`` so that it does not shadow the builtin ``list`` inside :mod:`robaug.cli`."""
 
 from __future__ import annotations
 
