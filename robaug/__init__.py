@@ -31,7 +31,14 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = ("cli", "data", "demo", "diffusion", "eval", "generate", "hub", "losses", "models", "recipes",
                "transforms", "viz")
 
-__all__ = list(_EXPORTS)
+__all__ = [
+    "DiffAug", "DiffAugEnsemble", "IPMix",
+    "GuidedDiffusion", "ContrastiveGuidedSampler",
+    "Denoiser", "DiffusersDenoiser", "EDMDenoiser", "CallableDenoiser",
+    "load_denoiser", "list_pretrained", "download_weights",
+    "JSDLoss", "diffaug_loss", "TRADESLoss", "trades_loss",
+]
+assert set(__all__) == set(_EXPORTS)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .diffusion import CallableDenoiser, Denoiser, DiffusersDenoiser, EDMDenoiser

@@ -117,7 +117,13 @@ def _default(f: dataclasses.Field) -> Any:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--preset`` and one flag per TrainConfig field; every flag defaults to None (not given), so a preset's value
     is only replaced by an explicit flag. The help shows the TrainConfig default."""
-    from robaug.recipes.config import PRESETS, TrainConfig, parse_fraction, parse_int_list, parse_pgd
+    from robaug.recipes.config import (
+        PRESETS,
+        TrainConfig,
+        parse_fraction,
+        parse_int_list,
+        parse_pgd,
+    )
     from robaug.recipes.spec import RECIPES
 
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,

@@ -2,7 +2,14 @@
 (:mod:`.shards`), the real + generated mix (:mod:`.mixed`), and the deterministic DDP batch order
 (:mod:`.samplers`, seeds in :mod:`.seeding`)."""
 
-from .datasets import DATASETS, DatasetInfo, FolderImages, TensorImages, load_dataset, load_synthetic
+from .datasets import (
+    DATASETS,
+    DatasetInfo,
+    FolderImages,
+    TensorImages,
+    load_dataset,
+    load_synthetic,
+)
 from .fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
 from .mixed import MixedBatchSampler, RealSyntheticMix, synthetic_count
 from .samplers import ShardedBatchSampler, epoch_permutation

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from robaug.data.datasets import DatasetInfo
-from robaug.data.seeding import derive_seed
+from robaug.data.seeding import derive_seed, make_generator
 from robaug.losses.jsd import js_divergence
 
 from .loader import random_crop_flip
@@ -174,11 +174,6 @@ class DeviceAugment(nn.Module):
 
             self.diffaug = DiffAug(denoiser, validate=False, **(diffaug_kwargs or {}))
 
-    def _generator(self, device: torch.device, *parts: int | str) -> torch.Generator:
-        g = torch.Generator(device=device)
-        g.manual_seed(derive_seed(*parts))
-        return g
-
     @torch.no_grad()
     def forward(
         self, batch: Any, step_seed: int, *, rank_seed: int | None = None, total: int | None = None, offset: int = 0
@@ -189,7 +184,7 @@ class DeviceAugment(nn.Module):
             raise ValueError(f"expected the loader's views {self.plan.loader_views}, got {len(views_in)} tensors")
         x = views_in[0]
         if self.base_on_device:
-            g = self._generator(x.device, step_seed, "base")
+            g = make_generator(x.device, step_seed, "base")
             x = random_crop_flip(x, self.info.crop_padding, g, total=total, offset=offset)
         x = _to_float(x)
         if self.plan.mixer == WORKERS:
@@ -197,7 +192,7 @@ class DeviceAugment(nn.Module):
                 return [x]
             mixed = [_to_float(v) for v in views_in[1:]]
         elif self.ipmix is not None:
-            self.ipmix.generator = self._generator(x.device, rank_seed, "device", 1)
+            self.ipmix.generator = make_generator(x.device, rank_seed, "device", 1)
             mixed = list(self.ipmix.augment(x).float().unbind(0))
             if not self.spec.jsd:
                 return [mixed[0]]
@@ -205,7 +200,7 @@ class DeviceAugment(nn.Module):
             mixed = []
         views = [x]
         if self.diffaug is not None:
-            self.diffaug.generator = self._generator(x.device, rank_seed, "device", 2)
+            self.diffaug.generator = make_generator(x.device, rank_seed, "device", 2)
             views.append(self.diffaug(x).float())
         return views + mixed
 

@@ -42,9 +42,22 @@ from .config import TrainConfig, check_resume, parse_int_list
 from .loader import make_loader, stack_views, tensor_batches
 from .optim import ModelEMA, lr_at, make_optimizer
 from .plan import AugmentPlan
-from .results import (TRAINING_KEYS, clean_test_accuracy, eval_signature, evaluate_final, evaluated_corruptions,
-                      summary_line)
-from .run_files import append_metrics, load_checkpoint, save_checkpoint, save_weights, write_json, write_metrics
+from .results import (
+    TRAINING_KEYS,
+    clean_test_accuracy,
+    eval_signature,
+    evaluate_final,
+    evaluated_corruptions,
+    summary_line,
+)
+from .run_files import (
+    append_metrics,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+    write_json,
+    write_metrics,
+)
 from .spec import RecipeSpec, get_recipe, recipe_loss
 
 __all__ = ["TrainConfig", "train", "ModelEMA", "lr_at", "build_model"]

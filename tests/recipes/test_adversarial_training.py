@@ -98,11 +98,11 @@ def test_trades_with_synthetic_data_on_two_gloo_processes(tmp_path, shard_dir):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = tmp_path / "ddp"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(root / "examples" / "train_classifier.py"), "--recipe", "trades", "--train-subset", "256",
+                        "-m", "robaug", "train", "--recipe", "trades", "--train-subset", "256",
                         "--test-subset", "64", "--batch-size", "20", "--model-kwargs", '{"width": 4}', "--steps", "3",
                         "--log-every", "1", "--no-eval-corruptions", "--no-progress", "--trades-eps", "0.1",
                         "--trades-step-size", "0.04", "--trades-steps", "2", "--synthetic-data", str(shard_dir / "shards"),
