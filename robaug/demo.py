@@ -34,6 +34,11 @@ def _throughput(fn, x: torch.Tensor, repeats: int = 3) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
+    try:
+        timesteps = [int(t) for t in args.timesteps.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--timesteps: expected comma-separated integers such as 100,250,400, got "
+                         f"{args.timesteps!r}") from None
     from . import DiffAug, IPMix
     from .hub import load_denoiser
 
@@ -45,7 +50,6 @@ def run(args: argparse.Namespace) -> dict:
     shown = images[picks].to(device)
 
     denoiser = load_denoiser(args.denoiser).to(device).eval()
-    timesteps = [int(t) for t in args.timesteps.split(",") if t.strip()]
     gen = torch.Generator(device).manual_seed(args.seed)
     rows, names = [shown], ["raw"]
     for t in timesteps:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -95,6 +96,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_recipe(self.recipe)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer (--batch-size), got {self.batch_size!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"lr must be a finite number >= 0 (--lr), got {self.lr!r}")
+        if self.steps is not None and self.steps < 1 or self.epochs < 1:
+            raise ValueError(f"steps and epochs must be >= 1 (--steps, --epochs), got {self.steps!r}, {self.epochs!r}")
         if self.ipmix_on not in ("device", "workers"):
             raise ValueError(f"ipmix_on must be 'device' or 'workers', got {self.ipmix_on!r}")
         if self.amp not in ("none", "bf16", "fp16"):

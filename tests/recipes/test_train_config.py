@@ -41,3 +41,22 @@ def test_cli_flags_and_presets():
         TrainConfig(synthetic_fraction=1.0)
     with pytest.raises(ValueError, match="trades_bn"):
         TrainConfig(trades_bn="frozen")
+
+
+@pytest.mark.parametrize("field,value,flag", [
+    ("batch_size", 0, "--batch-size"), ("batch_size", 2.5, "--batch-size"), ("lr", float("nan"), "--lr"),
+    ("lr", -0.1, "--lr"), ("steps", 0, "--steps"), ("epochs", 0, "--epochs"),
+])
+def test_config_rejects_values_that_cannot_train(field, value, flag):
+    with pytest.raises(ValueError, match=flag):
+        TrainConfig(**{field: value})
+
+
+def test_demo_names_a_bad_timesteps_value():
+    from argparse import Namespace
+
+    from robaug.demo import run
+
+    with pytest.raises(ValueError, match="--timesteps"):
+        run(Namespace(timesteps="a,b", out="unused", denoiser="fmnist-ddpm", data_root=None, batch_size=4, seed=0,
+                      device="cpu", compare=False, compare_recipes="baseline", compare_steps=1))
