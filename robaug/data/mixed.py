@@ -95,7 +95,8 @@ class RealSyntheticMix:
             raise ValueError(f"real images are {tuple(real.images.shape[1:])} but synthetic ones "
                              f"{tuple(synthetic.images.shape[1:])} (C, H, W)")
         self.num_real, self.num_synthetic, self.fraction = len(real), len(synthetic), float(fraction)
-        self.dataset = TensorImages(torch.cat([real.images, synthetic.images]), torch.cat([real.labels, synthetic.labels]))
+        self.dataset = TensorImages(torch.cat([real.images, synthetic.images]),
+                                    torch.cat([real.labels, synthetic.labels]))
 
     def __len__(self) -> int:
         return self.num_real + self.num_synthetic

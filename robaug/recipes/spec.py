@@ -76,7 +76,8 @@ for _spec in (
     RecipeSpec("ipmix", "ipmix", False, False, "CE(f(IPMix(x)))"),
     RecipeSpec("ipmix_jsd", "ipmix", True, False, "CE(f(x)) + 12 JS(x, IPMix1(x), IPMix2(x))"),
     RecipeSpec("diffaug", None, False, True, "CE(f(x)) + CE(f(DiffAug(x)))"),
-    RecipeSpec("diffaug_ipmix_jsd", "ipmix", True, True, "CE(f(x)) + CE(f(DiffAug(x))) + 12 JS(x, IPMix1(x), IPMix2(x))"),
+    RecipeSpec("diffaug_ipmix_jsd", "ipmix", True, True,
+               "CE(f(x)) + CE(f(DiffAug(x))) + 12 JS(x, IPMix1(x), IPMix2(x))"),
     RecipeSpec("trades", None, False, False, "CE_ls(f(x)) + beta KL(f(x) || f(x_adv))", adversarial=True),
 ):
     RECIPES.register(_spec.name, _spec)

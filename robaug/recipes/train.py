@@ -20,28 +20,24 @@ with other evaluation settings (e.g. ``eval_de``) its final weights are evaluate
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from robaug._core.dist import DistInfo, setup_distributed, teardown_distributed
-from robaug.data.datasets import DatasetInfo, TensorImages, load_dataset
-from robaug.data.mixed import RealSyntheticMix
-from robaug.data.samplers import ShardedBatchSampler
+from robaug.data.datasets import DatasetInfo
 from robaug.data.seeding import derive_seed, make_generator
 from robaug.losses.trades import trades_attack
 
-from .augment import DeviceAugment, SampleAugment
+from .augment import DeviceAugment
 from .config import TrainConfig, check_resume, parse_int_list
-from .loader import make_loader, stack_views, tensor_batches
+from .loader import stack_views
 from .optim import ModelEMA, lr_at, make_optimizer
-from .plan import AugmentPlan
 from .results import (
     TRAINING_KEYS,
     clean_test_accuracy,
@@ -59,6 +55,7 @@ from .run_files import (
     write_metrics,
 )
 from .spec import RecipeSpec, get_recipe, recipe_loss
+from .training_data import TrainingData, load_training_data, log
 
 __all__ = ["TrainConfig", "train", "ModelEMA", "lr_at", "build_model"]
 
@@ -85,93 +82,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         teardown_distributed(d)
 
 
-def _log(msg: str, d: DistInfo) -> None:
-    if d.main:
-        print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------------
 # set-up
 # --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Data:
-    """The training and test sets of a run and how batches are drawn from them."""
-
-    train: Any  #: TensorImages (in memory; with the synthetic part when mixed) or FolderImages
-    test: Any
-    info: DatasetInfo
-    plan: AugmentPlan
-    mix: RealSyntheticMix | None
-    num_real: int
-    sample_tf: SampleAugment | None  #: the per-sample worker transform (None: batches gathered from tensors)
-
-    @property
-    def num_synthetic(self) -> int:
-        return self.mix.num_synthetic if self.mix is not None else 0
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        n = self.mix.steps_per_epoch(batch_size) if self.mix is not None else len(self.train) // batch_size
-        if n < 1:
-            raise ValueError(f"batch_size {batch_size} is larger than the training set ({self.num_real} real samples); "
-                             "use a smaller --batch-size or more data (--train-subset)")
-        return n
-
-    def sampler(self, batch_size: int, **kwargs: Any) -> ShardedBatchSampler:
-        """The batch sampler of one epoch (``kwargs``: seed, epoch, rank, world_size, start, stop, with_seeds)."""
-        if self.mix is not None:
-            return self.mix.batch_sampler(batch_size, **kwargs)
-        return ShardedBatchSampler(len(self.train), batch_size, **kwargs)
-
-    def batches(self, sampler: ShardedBatchSampler, pin_memory: bool, num_workers: int) -> Iterable:
-        if self.plan.use_loader:
-            return make_loader(self.train, sampler, self.sample_tf, num_workers=num_workers, pin_memory=pin_memory)
-        return tensor_batches(self.train.images, self.train.labels, sampler)
-
-
-def _load_data(cfg: TrainConfig, spec: RecipeSpec, d: DistInfo, training: bool) -> _Data:
-    """The datasets (with the synthetic mix unless only evaluating), the augment plan and the worker transform."""
-    train_ds, info = load_dataset(cfg.dataset, cfg.data_root, train=True, subset=cfg.train_subset,
-                                  download=cfg.download, img_size=cfg.img_size)
-    test_ds, _ = load_dataset(cfg.dataset, cfg.data_root, train=False, subset=cfg.test_subset,
-                              download=cfg.download, img_size=cfg.img_size)
-    num_real, mix = len(train_ds), None
-    if cfg.synthetic_data is not None and training:  # a re-evaluation needs neither the file nor the copy
-        mix = _synthetic_mix(cfg, train_ds, info, d)
-        train_ds = mix.dataset
-    plan = AugmentPlan.for_run(spec, in_memory=isinstance(train_ds, TensorImages), ipmix_on=cfg.ipmix_on)
-    sample_tf = SampleAugment.for_plan(plan, info, ipmix_kwargs=cfg.ipmix_kwargs,
-                                       augmix_severity=cfg.augmix_severity) if plan.use_loader else None
-    data = _Data(train_ds, test_ds, info, plan, mix, num_real, sample_tf)
-    if not plan.use_loader and d.device.type == "cuda" and training:
-        _to_gpu_if_it_fits(data, d)
-    return data
-
-
-def _synthetic_mix(cfg: TrainConfig, train_ds: Any, info: DatasetInfo, d: DistInfo) -> RealSyntheticMix:
-    if not isinstance(train_ds, TensorImages):
-        raise ValueError("synthetic_data: mixing generated images is implemented for in-memory datasets "
-                         "(Fashion-MNIST, CIFAR), not for ImageFolder trees")
-    from robaug.data.datasets import load_synthetic
-
-    mix = RealSyntheticMix(train_ds, load_synthetic(cfg.synthetic_data, info), cfg.synthetic_fraction)
-    _log(f"synthetic data: {mix.num_synthetic} images from {cfg.synthetic_data}, "
-         f"{mix.per_batch(cfg.batch_size)} of every {cfg.batch_size} per batch", d)
-    return mix
-
-
-def _to_gpu_if_it_fits(data: _Data, d: DistInfo) -> None:
-    """CIFAR-size uint8 sets fit on the GPU: batches are then gathered there, no host-device copies. Large sets
-    (millions of generated images) stay on the host and each batch is gathered there and copied."""
-    budget = torch.cuda.get_device_properties(d.device).total_memory // 4
-    if data.train.images.numel() > budget:
-        _log(f"training set of {data.train.images.numel() / 2**30:.1f} GiB kept in host memory "
-             "(more than a quarter of the GPU's)", d)
-    elif data.mix is not None:
-        data.train = data.mix.to(d.device).dataset
-    else:
-        data.train = TensorImages(data.train.images.to(d.device), data.train.labels.to(d.device))
 
 
 @dataclass
@@ -236,9 +151,9 @@ def _finished_run(cfg: TrainConfig, d: DistInfo, results_path: Path) -> tuple[di
     done = json.loads(results_path.read_text())
     check_resume(done["config"], cfg, results_path)
     if eval_signature(done["config"], evaluated_corruptions(done)) == eval_signature(cfg.to_dict()) or not d.main:
-        _log(f"{results_path} exists: the run is complete", d)
+        log(f"{results_path} exists: the run is complete", d)
         return done, True
-    _log(f"{results_path} exists but the evaluation settings changed: evaluating the final weights again", d)
+    log(f"{results_path} exists but the evaluation settings changed: evaluating the final weights again", d)
     return done, False
 
 
@@ -256,7 +171,7 @@ def _train(cfg: TrainConfig, d: DistInfo) -> dict[str, Any]:
     if complete:
         return done if d.main else {}  # type: ignore[return-value]
 
-    data = _load_data(cfg, spec, d, training=done is None)
+    data = load_training_data(cfg, spec, d, training=done is None)
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     if cfg.batch_size % d.world_size:
@@ -282,7 +197,7 @@ def _train(cfg: TrainConfig, d: DistInfo) -> dict[str, Any]:
         ck = load_checkpoint(ckpt_path, d.device)
         check_resume(ck["config"], cfg, ckpt_path)
         state.load(ck)
-        _log(f"resumed from {ckpt_path} at step {state.step}/{total_steps}", d)
+        log(f"resumed from {ckpt_path} at step {state.step}/{total_steps}", d)
     if d.main:
         write_json(out / "config.json", cfg.to_dict())
         write_metrics(out, state.history)
@@ -293,7 +208,7 @@ def _train(cfg: TrainConfig, d: DistInfo) -> dict[str, Any]:
     return _finish(cfg, d, spec, data, state, denoiser, steps_per_epoch, total_steps, out)
 
 
-def _loop(cfg: TrainConfig, d: DistInfo, spec: RecipeSpec, data: _Data, state: _State, augment: DeviceAugment,
+def _loop(cfg: TrainConfig, d: DistInfo, spec: RecipeSpec, data: TrainingData, state: _State, augment: DeviceAugment,
           steps_per_epoch: int, total_steps: int, out: Path) -> None:
     """Steps ``state.step .. total_steps``, one epoch's sampler at a time; logs, evaluates and checkpoints."""
     from tqdm.auto import tqdm
@@ -377,7 +292,7 @@ class _MetricLog:
     """Averages the loss terms between log points (over the processes), adds the test accuracy at epoch ends and
     appends the record to the history and the metrics files."""
 
-    def __init__(self, cfg: TrainConfig, d: DistInfo, data: _Data, out: Path, steps_per_epoch: int) -> None:
+    def __init__(self, cfg: TrainConfig, d: DistInfo, data: TrainingData, out: Path, steps_per_epoch: int) -> None:
         self.cfg, self.d, self.data, self.out, self.steps_per_epoch = cfg, d, data, out, steps_per_epoch
         self._reset()
 
@@ -417,8 +332,8 @@ class _MetricLog:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _finish(cfg: TrainConfig, d: DistInfo, spec: RecipeSpec, data: _Data, state: _State, denoiser: nn.Module | None,
-            steps_per_epoch: int, total_steps: int, out: Path) -> dict[str, Any]:
+def _finish(cfg: TrainConfig, d: DistInfo, spec: RecipeSpec, data: TrainingData, state: _State,
+            denoiser: nn.Module | None, steps_per_epoch: int, total_steps: int, out: Path) -> dict[str, Any]:
     final = state.final_model
     save_weights(out / "model.safetensors", final)
     amp_dtype = _amp_dtype(cfg)
@@ -441,11 +356,11 @@ def _finish(cfg: TrainConfig, d: DistInfo, spec: RecipeSpec, data: _Data, state:
         **evaluation,
     }
     write_json(out / "results.json", results)
-    _log(summary_line(results), d)
+    log(summary_line(results), d)
     return results
 
 
-def _reevaluate(cfg: TrainConfig, done: dict[str, Any], state: _State, data: _Data, d: DistInfo,
+def _reevaluate(cfg: TrainConfig, done: dict[str, Any], state: _State, data: TrainingData, d: DistInfo,
                 denoiser: nn.Module | None, out: Path) -> dict[str, Any]:
     """Evaluate the exported final weights of a finished run with the current evaluation settings."""
     from safetensors.torch import load_file
@@ -457,5 +372,5 @@ def _reevaluate(cfg: TrainConfig, done: dict[str, Any], state: _State, data: _Da
     keep = {k: v for k, v in done.items() if k in TRAINING_KEYS or k == "raw_model_clean_accuracy"}
     results = {**keep, "config": cfg.to_dict(), **evaluation}
     write_json(out / "results.json", results)
-    _log(summary_line(results), d)
+    log(summary_line(results), d)
     return results
