@@ -3,7 +3,7 @@
 Writes a PNG grid (raw images, DiffAug at several fixed noise levels with the built-in
 denoiser, IPMix), prints the throughput of each transform on this machine, then trains a
 baseline and a robust recipe for a few minutes each and reports clean vs corrupted accuracy
-(a short version of ``examples/fmnist_results.py``).
+(a short version of the Fashion-MNIST table in docs/results.md).
 """
 
 from __future__ import annotations
@@ -19,18 +19,10 @@ from .viz import save_labeled_grid
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="outputs/demo", help="folder for the figures")
-    p.add_argument("--denoiser", default="fmnist-ddpm", help="registry name or local path of the denoiser")
-    p.add_argument("--data-root", default=None, help="Fashion-MNIST root (default: search the usual places)")
-    p.add_argument("--timesteps", default="100,250,400,600,800", help="comma-separated DiffAug t values to show")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size for the throughput figures")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-compare", dest="compare", action="store_false",
-                   help="skip the short baseline-vs-robust training comparison")
-    p.add_argument("--compare-recipes", default="baseline,diffaug",
-                   help="recipes trained side by side (see 'robaug train --help')")
-    p.add_argument("--compare-steps", type=int, default=300, help="training steps per recipe in the comparison")
+    """The options of ``robaug demo`` (defined in :mod:`robaug.cli.demo`)."""
+    from .cli.demo import add_arguments as add
+
+    add(p)
 
 
 def _throughput(fn, x: torch.Tensor, repeats: int = 3) -> float:
@@ -42,6 +34,11 @@ def _throughput(fn, x: torch.Tensor, repeats: int = 3) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
+    try:
+        timesteps = [int(t) for t in args.timesteps.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--timesteps: expected comma-separated integers such as 100,250,400, got "
+                         f"{args.timesteps!r}") from None
     from . import DiffAug, IPMix
     from .hub import load_denoiser
 
@@ -53,7 +50,6 @@ def run(args: argparse.Namespace) -> dict:
     shown = images[picks].to(device)
 
     denoiser = load_denoiser(args.denoiser).to(device).eval()
-    timesteps = [int(t) for t in args.timesteps.split(",") if t.strip()]
     gen = torch.Generator(device).manual_seed(args.seed)
     rows, names = [shown], ["raw"]
     for t in timesteps:

@@ -11,6 +11,8 @@ import PIL.ImageDraw
 import torch
 from torchvision.utils import make_grid
 
+from ._core.io import atomic_path
+
 __all__ = ["save_labeled_grid"]
 
 
@@ -51,6 +53,6 @@ def save_labeled_grid(
     for i, label in enumerate(row_labels):
         draw.text((4, top + int(row_h * (i + 0.5)) - 5), label, fill="black")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    with atomic_path(path) as tmp:  # creates the folder; the temporary name keeps the suffix PIL reads the format from
+        canvas.save(tmp)
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_arguments", "run"]
 
 
 def build_parser(prog: str = "robaug download") -> argparse.ArgumentParser:
@@ -15,6 +15,11 @@ def build_parser(prog: str = "robaug download") -> argparse.ArgumentParser:
                     "an offline cluster with ROBAUG_OFFLINE=1) need no network. Copy the cache directory to the "
                     "target machine and set ROBAUG_CACHE to it.",
     )
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="registry name (see --list) or Hugging Face Hub repo id; 'all' fetches every remote entry")
     p.add_argument("--cache-dir", default=None, help="cache directory (default: $ROBAUG_CACHE or ~/.cache/robaug)")
@@ -22,7 +27,6 @@ def build_parser(prog: str = "robaug download") -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="download again even if the files are cached")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the registry and exit")
-    return p
 
 
 def _print_list(out) -> None:
@@ -39,11 +43,14 @@ def _print_list(out) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "robaug download") -> int:
+    return run(build_parser(prog).parse_args(argv), prog)
+
+
+def run(args: argparse.Namespace, prog: str = "robaug download") -> int:
     from . import download_weights
     from ._env import resolve_cache_dir
     from .registry import get_entry, list_pretrained
 
-    args = build_parser(prog).parse_args(argv)
     if args.list:
         _print_list(sys.stdout)
         return 0

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robaug._core.registry import Registry, unknown_name_message
+
 from .preact_resnet import preact_resnet18
 from .small_cnn import SmallCNN
 from .vit import vit_small, vit_tiny
@@ -24,24 +26,19 @@ from .wide_resnet import WideResNet
 
 __all__ = ["create_model", "list_models", "register_model", "Normalized"]
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+#: name -> builder ``fn(num_classes, in_channels, img_size=None, **kw) -> nn.Module``
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator adding ``fn(num_classes, in_channels, img_size=None, **kw) -> nn.Module`` under ``name``."""
 
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
@@ -51,13 +48,13 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: An
     ``img_size`` for ViTs, ``cifar_stem`` for ``resnet50``).
     """
     key = name.lower().replace("-", "_")
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    if key not in MODELS:
+        raise ValueError(unknown_name_message("model", name, list_models()) + " (--model)")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-    return _REGISTRY[key](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    return MODELS[key](num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
 class Normalized(nn.Module):

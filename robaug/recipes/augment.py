@@ -1,41 +1,24 @@
-"""The augmentation recipes selectable by ``--recipe`` and the loss each one trains with.
+"""The views of a recipe: per sample in DataLoader workers (:class:`SampleAugment`) and batched on the training
+device (:class:`DeviceAugment`), each reading the :class:`~.plan.AugmentPlan` that says where every step runs.
 
-==================  ==========================================================  ==================================
-recipe              loss                                                        views in the one forward pass
-==================  ==========================================================  ==================================
-baseline            CE(f(x))                                                    [x]
-augmix              CE(f(AugMix(x)))                                            [AugMix(x)]
-augmix_jsd          CE(f(x)) + 12 JS(x, AugMix_1(x), AugMix_2(x))               [x | a1 | a2]
-ipmix               CE(f(IPMix(x)))                                             [IPMix(x)]
-ipmix_jsd           CE(f(x)) + 12 JS(x, IPMix_1(x), IPMix_2(x))                 [x | m1 | m2]
-diffaug             CE(f(x)) + CE(f(DiffAug(x)))                                [x | d]
-diffaug_ipmix_jsd   CE(f(x)) + CE(f(DiffAug(x))) + 12 JS(x, IPMix_1, IPMix_2)   [x | d | m1 | m2]
-trades              CE_ls(f(x)) + beta KL(f(x) || f(x_adv))                     [x], then x_adv (two forwards)
-==================  ==========================================================  ==================================
-
-``x`` is the image after the standard augmentation (random crop with padding + horizontal flip, or
-RandomResizedCrop + flip for ImageFolder data). JS is the Jensen-Shannon divergence of the three softmax
-outputs with the mixture clamped to ``[1e-7, 1]`` (AugMix/IPMix code); the DiffAug view is not in the JS term
-(DiffAug paper, section on combining with AugMix). All views go through the model in one concatenated
-forward, so BatchNorm statistics cover every view, as in the papers' code.
-
-Where the augmentation runs: DiffAug always batched on the training device; IPMix batched on the device
-(``ipmix_on="device"``, the default) or per sample in DataLoader workers (``"workers"``); torchvision's AugMix
-per sample in workers (it shares its random ops across a batch otherwise).
+The recipe table (:data:`RECIPES`, :func:`get_recipe`, :func:`recipe_loss`) lives in :mod:`.spec` and the JS
+divergence in :mod:`robaug.losses.jsd`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .datasets import DatasetInfo
+from robaug.data.datasets import DatasetInfo
+from robaug.data.seeding import derive_seed, make_generator
+from robaug.losses.jsd import js_divergence
+
 from .loader import random_crop_flip
-from .seeding import derive_seed
+from .plan import DEVICE, WORKERS, AugmentPlan
+from .spec import RECIPES, RecipeSpec, get_recipe, recipe_loss
 
 __all__ = [
     "RecipeSpec",
@@ -43,112 +26,10 @@ __all__ = [
     "get_recipe",
     "recipe_loss",
     "js_divergence",
+    "AugmentPlan",
     "SampleAugment",
     "DeviceAugment",
 ]
-
-
-@dataclass(frozen=True)
-class RecipeSpec:
-    """What a recipe does: which mixer (``None``, ``"augmix"``, ``"ipmix"``), JSD or not, DiffAug or not."""
-
-    name: str
-    mixer: str | None
-    jsd: bool
-    diffaug: bool
-    loss: str
-    adversarial: bool = False  #: TRADES: the loop adds the adversarial view x_adv (robaug.losses.trades)
-
-    @property
-    def view_names(self) -> tuple[str, ...]:
-        """Names of the views, in the order they are concatenated for the forward pass."""
-        first = "clean" if (self.jsd or self.diffaug or self.mixer is None) else self.mixer
-        names = [first]
-        if self.diffaug:
-            names.append("diffaug")
-        if self.jsd:
-            names += [f"{self.mixer}1", f"{self.mixer}2"]
-        if self.adversarial:
-            names.append("adversarial")
-        return tuple(names)
-
-    @property
-    def num_views(self) -> int:
-        return len(self.view_names)
-
-
-RECIPES: dict[str, RecipeSpec] = {
-    r.name: r
-    for r in (
-        RecipeSpec("baseline", None, False, False, "CE(f(x))"),
-        RecipeSpec("augmix", "augmix", False, False, "CE(f(AugMix(x)))"),
-        RecipeSpec("augmix_jsd", "augmix", True, False, "CE(f(x)) + 12 JS(x, AugMix1(x), AugMix2(x))"),
-        RecipeSpec("ipmix", "ipmix", False, False, "CE(f(IPMix(x)))"),
-        RecipeSpec("ipmix_jsd", "ipmix", True, False, "CE(f(x)) + 12 JS(x, IPMix1(x), IPMix2(x))"),
-        RecipeSpec("diffaug", None, False, True, "CE(f(x)) + CE(f(DiffAug(x)))"),
-        RecipeSpec(
-            "diffaug_ipmix_jsd", "ipmix", True, True, "CE(f(x)) + CE(f(DiffAug(x))) + 12 JS(x, IPMix1(x), IPMix2(x))"
-        ),
-        RecipeSpec("trades", None, False, False, "CE_ls(f(x)) + beta KL(f(x) || f(x_adv))", adversarial=True),
-    )
-}
-
-
-def get_recipe(name: str) -> RecipeSpec:
-    key = name.lower().replace("-", "_").replace("+", "_")
-    if key not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[key]
-
-
-# --------------------------------------------------------------------------------------------------------
-# losses
-# --------------------------------------------------------------------------------------------------------
-
-
-def js_divergence(logits_clean: torch.Tensor, logits_aug1: torch.Tensor, logits_aug2: torch.Tensor) -> torch.Tensor:
-    """``JS(p_clean, p_aug1, p_aug2) = 1/3 sum_i KL(p_i || M)``, ``M`` = mean of the softmaxes clamped to
-    ``[1e-7, 1]`` (as in the AugMix and IPMix code), averaged over the batch (:func:`robaug.losses.js_divergence`)."""
-    from robaug.losses.jsd import js_divergence as _js
-
-    return _js(logits_clean, logits_aug1, logits_aug2)
-
-
-def recipe_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    spec: RecipeSpec,
-    *,
-    jsd_weight: float = 12.0,
-    label_smoothing: float = 0.0,
-    trades_beta: float = 5.0,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss of ``spec`` on the logits of the concatenated views ``spec.view_names``.
-
-    Returns ``(loss, terms)`` with ``terms`` holding each summand (``ce``, ``ce_diffaug``, ``jsd``, ``trades_kl``;
-    the JS term already multiplied by ``jsd_weight``, the TRADES KL by ``trades_beta``) as detached tensors;
-    ``loss`` is their sum.
-    """
-    b = targets.shape[0]
-    if logits.shape[0] != spec.num_views * b:
-        raise ValueError(
-            f"recipe {spec.name!r} expects {spec.num_views} views x {b} samples = {spec.num_views * b} logits rows, "
-            f"got {logits.shape[0]}"
-        )
-    chunks = logits.float().split(b)
-    names = spec.view_names
-    terms: dict[str, torch.Tensor] = {"ce": F.cross_entropy(chunks[0], targets, label_smoothing=label_smoothing)}
-    if spec.diffaug:
-        terms["ce_diffaug"] = F.cross_entropy(chunks[names.index("diffaug")], targets, label_smoothing=label_smoothing)
-    if spec.jsd:
-        i = names.index(f"{spec.mixer}1")
-        terms["jsd"] = jsd_weight * js_divergence(chunks[0], chunks[i], chunks[i + 1])
-    if spec.adversarial:
-        from robaug.losses.trades import trades_kl
-
-        terms["trades_kl"] = trades_beta * trades_kl(chunks[0], chunks[names.index("adversarial")])
-    loss = sum(terms.values())
-    return loss, {k: v.detach() for k, v in terms.items()}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -227,6 +108,13 @@ class SampleAugment:
             self._generator = torch.Generator()
             self.mixer = make_ipmix(2 if self.jsd else 1, self._generator, **(ipmix_kwargs or {}))
 
+    @classmethod
+    def for_plan(cls, plan: AugmentPlan, info: DatasetInfo, *, ipmix_kwargs: dict[str, Any] | None = None,
+                 augmix_severity: int = 3) -> "SampleAugment":
+        """The training-time worker transform of ``plan``: the base augmentation and mixer it puts in workers."""
+        return cls(info, plan.spec, train=True, base=plan.base == WORKERS, mixer_in_worker=plan.mixer == WORKERS,
+                   ipmix_kwargs=ipmix_kwargs, augmix_severity=augmix_severity)
+
     def __call__(self, image: Any, seed: int) -> Any:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -245,30 +133,38 @@ class SampleAugment:
 class DeviceAugment(nn.Module):
     """Builds the views of a recipe from a batch on the training device.
 
-    ``forward(batch, step_seed, *, rank_seed, total, offset)``: ``batch`` is what the loader produced -- a ``uint8``
-    ``(B, C, H, W)`` tensor, or a list of views when the mixer ran in workers -- and the result is the list of
-    float ``[0, 1]`` views in ``spec.view_names`` order. The base augmentation (random crop + flip) runs here
-    when ``base_on_device``; its draws use the global batch (``total``, ``offset``) so DDP runs match a
-    single-process run. IPMix and DiffAug get generators seeded from ``rank_seed`` (per step and process).
+    ``DeviceAugment(info, plan, ...)`` with an :class:`~.plan.AugmentPlan`; the older form
+    ``DeviceAugment(info, spec, base_on_device=..., mixer_on_device=...)`` builds the plan from the two flags.
+    ``forward(batch, step_seed, *, rank_seed, total, offset)``: ``batch`` is what the loader produced
+    (``plan.loader_views``: a ``uint8`` ``(B, C, H, W)`` tensor, or a list of views when the mixer ran in workers)
+    and the result is the list of float ``[0, 1]`` views in ``spec.view_names`` order. The base augmentation
+    (random crop + flip) runs here when ``plan.base == "device"``; its draws use the global batch (``total``,
+    ``offset``) so DDP runs match a single-process run. IPMix and DiffAug get generators seeded from ``rank_seed``
+    (per step and process).
     """
 
     def __init__(
         self,
         info: DatasetInfo,
-        spec: RecipeSpec,
+        plan: AugmentPlan | RecipeSpec,
         *,
-        base_on_device: bool,
-        mixer_on_device: bool,
+        base_on_device: bool | None = None,
+        mixer_on_device: bool | None = None,
         denoiser: nn.Module | None = None,
         diffaug_kwargs: dict[str, Any] | None = None,
         ipmix_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.info, self.spec = info, spec
-        self.base_on_device = base_on_device
-        self.mixer_on_device = mixer_on_device and spec.mixer is not None
-        if self.mixer_on_device and spec.mixer != "ipmix":
-            raise ValueError(f"{spec.mixer} runs per sample in DataLoader workers; only IPMix runs batched on the device")
+        if isinstance(plan, RecipeSpec):
+            if base_on_device is None or mixer_on_device is None:
+                raise TypeError("DeviceAugment(info, spec, ...) needs base_on_device and mixer_on_device; or pass an "
+                                "AugmentPlan")
+            mixer = None if plan.mixer is None else (DEVICE if mixer_on_device else WORKERS)
+            plan = AugmentPlan(plan, DEVICE if base_on_device else WORKERS, mixer)
+        spec = plan.spec
+        self.info, self.spec, self.plan = info, spec, plan
+        self.base_on_device = plan.base == DEVICE
+        self.mixer_on_device = plan.mixer == DEVICE
         self.ipmix = make_ipmix(2 if spec.jsd else 1, None, **(ipmix_kwargs or {})) if self.mixer_on_device else None
         self.diffaug = None
         if spec.diffaug:
@@ -278,42 +174,33 @@ class DeviceAugment(nn.Module):
 
             self.diffaug = DiffAug(denoiser, validate=False, **(diffaug_kwargs or {}))
 
-    def _generator(self, device: torch.device, *parts: int | str) -> torch.Generator:
-        g = torch.Generator(device=device)
-        g.manual_seed(derive_seed(*parts))
-        return g
-
     @torch.no_grad()
     def forward(
         self, batch: Any, step_seed: int, *, rank_seed: int | None = None, total: int | None = None, offset: int = 0
     ) -> list[torch.Tensor]:
         rank_seed = step_seed if rank_seed is None else rank_seed
-        if isinstance(batch, (list, tuple)):
-            views_in = [v for v in batch]
-        else:
-            views_in = [batch]
-        device = views_in[0].device
+        views_in = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+        if len(views_in) != len(self.plan.loader_views):
+            raise ValueError(f"expected the loader's views {self.plan.loader_views}, got {len(views_in)} tensors")
         x = views_in[0]
         if self.base_on_device:
-            g = self._generator(device, step_seed, "base")
+            g = make_generator(x.device, step_seed, "base")
             x = random_crop_flip(x, self.info.crop_padding, g, total=total, offset=offset)
         x = _to_float(x)
-        spec = self.spec
-        if spec.mixer is not None and not self.mixer_on_device:
-            mixed = [_to_float(v) for v in views_in[1:]] if spec.jsd else [_to_float(views_in[0])]
-            if not spec.jsd:
-                # the loader produced only the mixed image; it is the first (and only) view
-                return [mixed[0]]
+        if self.plan.mixer == WORKERS:
+            if not self.spec.jsd:  # the loader produced only the mixed image; it is the first (and only) view
+                return [x]
+            mixed = [_to_float(v) for v in views_in[1:]]
         elif self.ipmix is not None:
-            self.ipmix.generator = self._generator(device, rank_seed, "device", 1)
+            self.ipmix.generator = make_generator(x.device, rank_seed, "device", 1)
             mixed = list(self.ipmix.augment(x).float().unbind(0))
-            if not spec.jsd:
+            if not self.spec.jsd:
                 return [mixed[0]]
         else:
             mixed = []
         views = [x]
         if self.diffaug is not None:
-            self.diffaug.generator = self._generator(device, rank_seed, "device", 2)
+            self.diffaug.generator = make_generator(x.device, rank_seed, "device", 2)
             views.append(self.diffaug(x).float())
         return views + mixed
 

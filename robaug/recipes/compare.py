@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import torch
 
+from robaug._core.io import atomic_path
+
 from .train import TrainConfig, train
 
 __all__ = ["quick_compare", "format_comparison", "plot_comparison"]
@@ -136,7 +138,7 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> 
     ax.set_title("clean vs corrupted accuracy, same model and steps")
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return out

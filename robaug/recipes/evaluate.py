@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from robaug.data.datasets import DatasetInfo, FolderImages, TensorImages
 from robaug.eval.benchmarks import (
     CorruptionBenchmark,
     NpyCorruptionBenchmark,
@@ -28,8 +29,6 @@ from robaug.eval.benchmarks import (
     evaluate_error,
     open_corruption_benchmark,
 )
-
-from .datasets import DatasetInfo, FolderImages, TensorImages
 
 __all__ = ["SubsetBenchmark", "corruption_benchmark", "clean_data", "final_evaluation", "default_cache_dir",
            "adversarial_evaluation"]

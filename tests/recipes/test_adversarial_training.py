@@ -1,5 +1,5 @@
-"""Adversarial-training recipes: real + generated batches (DM-Improves-AT's 70/30 mixing), the TRADES recipe,
-the adversarial evaluation in results.json, resuming such a run to identical weights, and the CLI flags."""
+"""robaug.recipes.train with TRADES and generated data mixed into every batch (DM-Improves-AT): loss terms, the
+adversarial evaluation, resume after an interruption, DDP over gloo, re-evaluation of finished runs."""
 
 from __future__ import annotations
 
@@ -7,90 +7,14 @@ import importlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from robaug.data.shards import npz_to_shards, write_npz
-from robaug.recipes.cli import PRESETS, config_from_args
-from robaug.recipes.datasets import DatasetInfo, load_synthetic
-from robaug.recipes.loader import MixedBatchSampler, ShardedBatchSampler, epoch_permutation, synthetic_count
 from robaug.recipes.train import TrainConfig, _check_resume, train
 
 train_mod = importlib.import_module("robaug.recipes.train")  # the module (robaug.recipes.train is also a function)
 
-FMNIST = DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), crop_padding=2)
-
-
-@pytest.fixture(scope="module")
-def shard_dir(tmp_path_factory) -> Path:
-    """A tiny generated set in robaug's shard format (NHWC uint8), written with robaug.data.shards."""
-    d = tmp_path_factory.mktemp("syn")
-    g = np.random.default_rng(0)
-    images = g.integers(0, 256, (96, 28, 28, 1), dtype=np.uint8)
-    labels = np.arange(96, dtype=np.int64) % 10
-    write_npz(d / "syn.npz", images, labels)
-    npz_to_shards(d / "syn.npz", d / "shards", shard_size=40, num_classes=10)
-    return d
-
-
-# ---------------------------------------------------------------------------------------------------------
-# mixing real and generated samples
-# ---------------------------------------------------------------------------------------------------------
-
-
-def test_every_batch_has_round_fraction_synthetic_samples():
-    n_real, n_syn, b = 200, 57, 20
-    s = MixedBatchSampler(n_real, n_syn, b, 0.7, seed=3, epoch=1, with_seeds=False)
-    batches = list(s)
-    assert len(batches) == s.steps_per_epoch == n_real // 6
-    perm = epoch_permutation(n_real, 3, 1)
-    for step, idx in enumerate(batches):
-        t = torch.tensor(idx)
-        assert len(idx) == b and int((t >= n_real).sum()) == round(0.7 * b) == 14
-        assert int(t.max()) < n_real + n_syn
-        # the real part is the epoch's next slice of the permutation: every real sample once per epoch
-        assert sorted(t[t < n_real].tolist()) == sorted(perm[step * 6:(step + 1) * 6].tolist())
-        assert (t < n_real).nonzero().min() > 0 or (t >= n_real).nonzero().min() > 0  # shuffled together
-    assert synthetic_count(512, 0.7) == 358 and synthetic_count(10, 0.0) == 0
-    with pytest.raises(ValueError, match="no real sample"):
-        synthetic_count(4, 0.9)
-
-
-def test_mixed_batches_are_deterministic_resumable_and_ddp_sliced():
-    kw = dict(seed=5, epoch=2)
-    full = list(MixedBatchSampler(300, 40, 16, 0.7, **kw))
-    assert full == list(MixedBatchSampler(300, 40, 16, 0.7, **kw))
-    assert full != list(MixedBatchSampler(300, 40, 16, 0.7, seed=6, epoch=2))
-    assert list(MixedBatchSampler(300, 40, 16, 0.7, start=4, **kw)) == full[4:]
-    ranks = [list(MixedBatchSampler(300, 40, 16, 0.7, rank=r, world_size=2, **kw)) for r in range(2)]
-    for step in range(len(full)):
-        assert ranks[0][step] + ranks[1][step] == full[step]  # same indices and per-sample seeds
-    # same interface as the plain sampler: (index, seed) pairs
-    plain = list(ShardedBatchSampler(300, 16, **kw))[0]
-    assert type(full[0][0]) is type(plain[0]) and len(full[0][0]) == 2
-
-
-def test_load_synthetic_from_shards_and_npz(shard_dir):
-    a = load_synthetic(shard_dir / "shards", FMNIST)
-    b = load_synthetic(shard_dir / "syn.npz", FMNIST)
-    assert a.images.shape == (96, 1, 28, 28) and a.images.dtype == torch.uint8
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
-    raw = np.load(shard_dir / "syn.npz")["image"]
-    assert torch.equal(a.images[5, 0], torch.from_numpy(raw[5, :, :, 0]))
-    cifar = DatasetInfo("cifar10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3)
-    with pytest.raises(ValueError, match="generate at the dataset's size"):
-        load_synthetic(shard_dir / "shards", cifar)
-    with pytest.raises(ValueError, match="labels must lie"):
-        load_synthetic(shard_dir / "shards", DatasetInfo("x", 5, 1, 28, (0.5,), (0.5,)))
-    with pytest.raises(FileNotFoundError, match="robaug generate"):
-        load_synthetic(shard_dir / "missing", FMNIST)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# training runs
-# ---------------------------------------------------------------------------------------------------------
 
 SMALL = dict(train_subset=256, test_subset=100, batch_size=20, model="small_cnn", model_kwargs={"width": 4},
              eval_corruptions=False, progress=False, log_every=2, ckpt_every=3, lr=0.05, label_smoothing=0.1,
@@ -167,27 +91,6 @@ def test_baseline_recipe_with_synthetic_data_and_old_configs_resume(tmp_path, sh
         _check_resume(old, TrainConfig(**base, trades_beta=6.0), tmp_path / "x")
 
 
-def test_cli_flags_and_presets():
-    cfg = config_from_args(["--recipe", "trades", "--trades-eps", "8/255", "--trades-step-size", "2/255",
-                            "--trades-norm", "l2", "--eval-pgd", "8/255,20", "--eval-autoattack", "0.5",
-                            "--eval-autoattack-attacks", "apgd-ce,apgd-t", "--synthetic-data", "x.npz",
-                            "--synthetic-fraction", "0.8"])
-    assert cfg.trades_eps == pytest.approx(8 / 255) and cfg.trades_step_size == pytest.approx(2 / 255)
-    assert cfg.eval_pgd == (pytest.approx(8 / 255), 20) and cfg.eval_autoattack == 0.5
-    assert cfg.eval_autoattack_attacks == ["apgd-ce", "apgd-t"] and cfg.synthetic_fraction == 0.8
-    assert cfg.trades_norm == "l2" and cfg.to_dict()["eval_pgd"] == [pytest.approx(8 / 255), 20]
-    p = config_from_args(["--preset", "cifar10-trades-wrn28-10"])
-    assert (p.recipe, p.batch_size, p.lr, p.trades_beta, p.label_smoothing, p.ema_decay, p.synthetic_fraction) == (
-        "trades", 512, 0.2, 5.0, 0.1, 0.995, 0.7)
-    assert PRESETS["fmnist-trades-cpu"]["recipe"] == "trades"
-    with pytest.raises(SystemExit):
-        config_from_args(["--eval-pgd", "0.1"])
-    with pytest.raises(ValueError, match="synthetic_fraction"):
-        TrainConfig(synthetic_fraction=1.0)
-    with pytest.raises(ValueError, match="trades_bn"):
-        TrainConfig(trades_bn="frozen")
-
-
 @pytest.mark.slow
 def test_trades_with_synthetic_data_on_two_gloo_processes(tmp_path, shard_dir):
     """DDP: the attack runs on the bare module, the two loss forwards through DDP; the run completes and logs."""
@@ -195,11 +98,11 @@ def test_trades_with_synthetic_data_on_two_gloo_processes(tmp_path, shard_dir):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = tmp_path / "ddp"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(root / "examples" / "train_classifier.py"), "--recipe", "trades", "--train-subset", "256",
+                        "-m", "robaug", "train", "--recipe", "trades", "--train-subset", "256",
                         "--test-subset", "64", "--batch-size", "20", "--model-kwargs", '{"width": 4}', "--steps", "3",
                         "--log-every", "1", "--no-eval-corruptions", "--no-progress", "--trades-eps", "0.1",
                         "--trades-step-size", "0.04", "--trades-steps", "2", "--synthetic-data", str(shard_dir / "shards"),
