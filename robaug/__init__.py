@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "DiffAug": "robaug.transforms", "DiffAugEnsemble": "robaug.transforms", "IPMix": "robaug.transforms",
@@ -41,6 +39,7 @@ __all__ = [
 assert set(__all__) == set(_EXPORTS)
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    __version__: str
     from .diffusion import CallableDenoiser, Denoiser, DiffusersDenoiser, EDMDenoiser
     from .diffusion.contrastive import ContrastiveGuidedSampler
     from .diffusion.samplers import GuidedDiffusion
@@ -49,8 +48,21 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .transforms import DiffAug, DiffAugEnsemble, IPMix
 
 
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source (read lazily: importlib.metadata costs
+    ~0.1 s in a process that has not imported torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("robaug")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"{__name__}.{name}")
