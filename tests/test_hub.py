@@ -346,7 +346,7 @@ def test_cli_download_and_list(env, server, registered, tmp_path, capsys):
     out = capsys.readouterr().out
     target = _fetch.hub_cache_path(other, entry.repo_id, entry.revision, "diffusion_pytorch_model.safetensors")
     assert str(target) in out and target.read_bytes() == data
-    assert hub.main_download(["no-such-model", "--quiet"]) == 1
+    assert hub.main_download(["no-such-model", "--quiet"]) == 2  # a usage error, like every command's
     assert hub.main_download(["--list"]) == 0
     listing = capsys.readouterr().out
     assert "google/ddpm-cifar10-32" in listing and "fmnist-ddpm" in listing

@@ -14,7 +14,7 @@ T = TypeVar("T")
 def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
     """``unknown model 'resnt18'; did you mean 'resnet18'? Known: ...``"""
     close = difflib.get_close_matches(str(name), known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else "."
     return f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}"
 
 

@@ -17,6 +17,8 @@ iterate of every restart (the attack keeps any misclassified iterate).
 
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -156,6 +158,25 @@ def pgd_attack(
     return best, correct
 
 
+def _check_inputs(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+    """Names the problem before any attack runs: shapes, label count and dtype, the [0, 1] range of float images."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"labels must be a ({images.shape[0]},) tensor of class ids (one per image), got "
+                         f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class ids, got {labels.dtype}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if images.is_floating_point():
+        lo, hi = float(images.min()), float(images.max())  # one sync, before the attack
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise ValueError(f"float images must be finite and in [0, 1] (the attack's eps is in that scale), got "
+                             f"values in [{lo:.3g}, {hi:.3g}]; divide uint8-scaled images by 255")
+
+
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     for i in range(0, x.shape[0], batch_size):
         yield x[i:i + batch_size], y[i:i + batch_size]
@@ -194,6 +215,9 @@ def pgd_accuracy(
     The model runs in eval mode (restored afterwards); batches move to ``device`` (default: the model's).
     """
     norm = _norm_key(norm)
+    _check_inputs(images, labels, batch_size)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
     dev = _model_device(model, device)
     was = model.training
     model.eval()
@@ -267,6 +291,9 @@ def autoattack_accuracy(
     RNG is restored afterwards. ``images`` uint8 or float ``[0, 1]``; ``model`` takes ``[0, 1]`` images and
     runs in eval mode.
     """
+    _check_inputs(images, labels, batch_size)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
     AutoAttack = _import_autoattack()
     key = norm.lower().replace("_", "")
     if key not in _AA_NORMS:

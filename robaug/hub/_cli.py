@@ -66,9 +66,14 @@ def run(args: argparse.Namespace, prog: str = "robaug download") -> int:
         try:
             paths = download_weights(name, revision=args.revision, cache_dir=args.cache_dir,
                                      progress=not args.quiet, force=args.force)
-        except Exception as err:  # report and go on with the other names
+        except (KeyError, ValueError) as err:  # a name or setting the user got wrong: usage error, exit 2
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"robaug download: {name}: {msg}", file=sys.stderr)
+            status = 2
+            continue
+        except Exception as err:  # network / disk trouble: report and go on with the other names
             print(f"robaug download: {name}: {err}", file=sys.stderr)
-            status = 1
+            status = max(status, 1)
             continue
         for path in paths.values():
             print(f"{name}: {path}")

@@ -47,6 +47,9 @@ def diffaug_loss(
     """
     if images.ndim != 4:
         raise ValueError(f"diffaug_loss expects a (B, C, H, W) batch, got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"diffaug_loss expects float images in [0, 1], got dtype {images.dtype}; convert with "
+                        "images.float() / 255")
     augmented = diffaug(images)
     both = torch.cat([images, augmented.to(images.dtype)])
     if preprocess is not None:

@@ -12,6 +12,8 @@ as a sequence of ``B``-row tensors.
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence, Union
 
 import torch
@@ -92,6 +94,8 @@ class JSDLoss(nn.Module):
         self, weight: float = 12.0, num_splits: int = 3, label_smoothing: float = 0.0, clamp_min: float = 1e-7
     ) -> None:
         super().__init__()
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
         if num_splits < 2:
             raise ValueError(f"num_splits must be >= 2 (clean + at least one view), got {num_splits}")
         if not 0.0 <= label_smoothing < 1.0:

@@ -26,6 +26,8 @@ adversarial batch, each normalised with its own statistics).
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 from typing import Iterator, NamedTuple
 
@@ -88,8 +90,15 @@ def _check(x: torch.Tensor, eps: float, step_size: float, steps: int, norm: str)
         raise TypeError(f"TRADES expects float images in [0, 1], got dtype {x.dtype}; convert with x.float() / 255")
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"TRADES expects a non-empty batch (B, ...), got shape {tuple(x.shape)}")
-    if eps < 0 or step_size < 0 or int(steps) != steps or steps < 0:
-        raise ValueError(f"eps, step_size must be >= 0 and steps a non-negative int, got {eps}, {step_size}, {steps}")
+    _check_settings(eps, step_size, steps)
+
+
+def _check_settings(eps: float, step_size: float, steps: int, beta: float = 0.0) -> None:
+    for name, v in (("eps", eps), ("step_size", step_size), ("beta", beta)):
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps}")
 
 
 def trades_attack(
@@ -247,6 +256,7 @@ class TRADESLoss(nn.Module):
             raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
         if bn_mode not in _BN_MODES:
             raise ValueError(f"bn_mode must be one of {_BN_MODES}, got {bn_mode!r}")
+        _check_settings(eps, step_size, steps, beta)
         self.eps, self.step_size, self.steps, self.beta = float(eps), float(step_size), int(steps), float(beta)
         self.norm, self.label_smoothing, self.bn_mode = norm, float(label_smoothing), bn_mode
         self.generator = generator

@@ -63,4 +63,4 @@ def test_unhashable_lookup_gets_the_same_message(models):
 
 
 def test_unknown_name_message_on_an_empty_table():
-    assert unknown_name_message("solver", "heun", []) == "unknown solver 'heun' Known: "
+    assert unknown_name_message("solver", "heun", []) == "unknown solver 'heun'. Known: "
