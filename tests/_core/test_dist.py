@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import torch
 import torch.distributed as dist
+from _paths import subprocess_env
 
 from robaug._core.dist import DistInfo, setup_distributed, teardown_distributed
 
@@ -74,7 +75,7 @@ def test_two_cpu_ranks_join_a_gloo_group_and_leave_it(tmp_path):
     for rank in range(2):
         env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": subprocess_env()["PYTHONPATH"]}
         procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     outs = []

@@ -4,22 +4,19 @@ the traceback), the light commands never import torch, ``python -m robaug`` and 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from _paths import subprocess_env
 
 from robaug.cli import COMMANDS, main
 
-ROOT = Path(__file__).resolve().parents[2]
 LIGHT = {"--help": ["--help"], "list": ["list"], "download --help": ["download", "--help"]}
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     env.pop("ROBAUG_DEBUG", None)
     return env
 

@@ -3,10 +3,8 @@ without a GPU). Each test compares the GPU path with an independent CPU computat
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +12,6 @@ import torch
 import robaug
 
 pytestmark = pytest.mark.cuda
-ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.device("cuda")
 
 
@@ -103,7 +100,9 @@ def test_training_step_amp_channels_last(tmp_path, amp):
 
 def test_ddp_nccl_one_process(tmp_path):
     """The torchrun + NCCL set-up path (one GPU: world size 1 through torchrun)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    from _paths import subprocess_env
+
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "robaug",
            "train", "--steps", "4", "--batch-size", "32", "--train-subset", "128", "--test-subset", "64",
            "--device", "cuda", "--no-eval-corruptions", "--out-dir", str(tmp_path / "ddp")]

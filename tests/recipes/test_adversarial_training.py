@@ -94,12 +94,12 @@ def test_baseline_recipe_with_synthetic_data_and_old_configs_resume(tmp_path, sh
 @pytest.mark.slow
 def test_trades_with_synthetic_data_on_two_gloo_processes(tmp_path, shard_dir):
     """DDP: the attack runs on the bare module, the two loss forwards through DDP; the run completes and logs."""
-    import os
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    from _paths import subprocess_env
+
+    env = subprocess_env()
     out = tmp_path / "ddp"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "robaug", "train", "--recipe", "trades", "--train-subset", "256",

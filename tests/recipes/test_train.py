@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _paths import subprocess_env
 from safetensors.torch import load_file
 
 from robaug.data.datasets import DatasetInfo, load_dataset
@@ -21,7 +21,6 @@ from robaug.recipes.augment import RECIPES
 from robaug.recipes.cli import config_from_args
 from robaug.recipes.train import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parents[2]
 FMNIST = DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), crop_padding=2)
 
 try:
@@ -45,10 +44,7 @@ def _one_thread():
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return subprocess_env()
 
 
 SMALL = dict(train_subset=512, test_subset=200, batch_size=32, model="small_cnn", model_kwargs={"width": 8},

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _paths import SOURCE_ROOT, WEIGHTS_DIR, subprocess_env
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import save as save_safetensors_bytes
 from safetensors.torch import save_file
@@ -31,7 +32,6 @@ from robaug.diffusion import DiffusersDenoiser
 from robaug.hub import _download, _fetch
 from robaug.hub.registry import WeightFile, WeightsEntry
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHED = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "linear",
          "beta_start": 1e-4, "beta_end": 0.02, "prediction_type": "epsilon"}
 
@@ -281,8 +281,7 @@ def test_two_processes_loading_at_once_end_with_one_good_file(env, server, tmp_p
     server.files[root + "diffusion_pytorch_model.safetensors"] = data
     server.slow.add(root + "diffusion_pytorch_model.safetensors")
 
-    child_env = {**os.environ, "OMP_NUM_THREADS": "1",
-                 "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    child_env = subprocess_env()
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(barrier)], env=child_env, stdout=subprocess.PIPE,
@@ -605,7 +604,7 @@ def test_legacy_attention_key_names_are_mapped(tmp_path):
     old = {}
     for k, v in unet.state_dict().items():
         for new, legacy in rename.items():
-            if f".attentions." in k and f".{new}." in k:
+            if ".attentions." in k and f".{new}." in k:
                 k = k.replace(f".{new}.", f".{legacy}.")
         old[k] = v.contiguous()
     assert any(".query." in k for k in old)
@@ -718,7 +717,7 @@ def test_package_entry_code_path(tmp_path, monkeypatch, registered, no_unpicklin
         hub.load_denoiser("test-pkg")
 
 
-_FMNIST = REPO_ROOT / "robaug" / "weights" / "fmnist-ddpm.safetensors"
+_FMNIST = WEIGHTS_DIR / "fmnist-ddpm.safetensors"
 
 
 @pytest.mark.skipif(not _FMNIST.is_file(), reason="built-in weights not exported yet")
@@ -740,7 +739,7 @@ def test_builtin_layout_written_by_the_training_recipe_loads(tmp_path, monkeypat
     (with an untrained model of the recipe's architecture, exported in float16 as the recipe does)."""
     import importlib.util
 
-    script = REPO_ROOT / "examples" / "train_denoiser.py"
+    script = SOURCE_ROOT / "examples" / "train_denoiser.py"
     if not script.is_file():
         pytest.skip("examples/train_denoiser.py not present")
     spec = importlib.util.spec_from_file_location("train_denoiser_for_test", script)
