@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One-shot set-up on a fresh machine (Python >= 3.10 only): a virtual environment in .venv with
-# torch, robaug and its test/recipe extras, plus Fashion-MNIST from Debian's package when we are root.
-# Idempotent: re-running it only checks what is there. Override the torch pin with TORCH_SPEC.
+# One-shot set-up on a fresh machine (Python >= 3.10 only): a virtual environment in .venv with torch, robaug
+# and its extras (ROBAUG_EXTRAS, default test,recipes), plus Fashion-MNIST from Debian's package when we are root.
+# robaug goes in as users get it: a wheel built from this checkout (so the tests, run by scripts/test.sh, check what
+# the wheel ships); ROBAUG_EDITABLE=1 installs the checkout in editable mode instead, for development.
+# Idempotent: re-running it only checks what is there and reinstalls robaug. Override the torch pin with TORCH_SPEC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,7 +18,18 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   # shellcheck disable=SC2086
   pip_q $TORCH_SPEC
 fi
-pip_q -e ".[test,recipes]"
+EXTRAS=${ROBAUG_EXTRAS:-test,recipes}
+if [ "${ROBAUG_EDITABLE:-0}" = "1" ]; then
+  pip_q -e ".[$EXTRAS]"
+  echo editable > "$VENV/robaug-install-mode"
+else
+  rm -rf build/wheel && mkdir -p build/wheel
+  pip_q wheel --no-deps -w build/wheel .
+  WHEEL=$(ls build/wheel/robaug-*.whl)
+  pip_q --force-reinstall --no-deps "$WHEEL"
+  pip_q "$WHEEL[$EXTRAS]"
+  echo wheel > "$VENV/robaug-install-mode"
+fi
 
 # Real data for the demo, recipes and integration tests.
 if ! "$VENV/bin/python" -c "from robaug.data import find_fashion_mnist as f; import sys; sys.exit(f() is None)"; then
