@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robaug.transforms.fractals import generate_fractals  # noqa: E402
+from robaug.transforms import generate_fractals  # noqa: E402
 from robaug.transforms.ipmix import IPMix  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -143,7 +143,7 @@ def bench_fractals(size: int, n: int, repeats: int) -> dict:
 
 
 def bench_default_set(size: int) -> dict:
-    from robaug.transforms.fractals import MixingSet
+    from robaug.transforms import MixingSet
 
     w, c = timed(lambda: MixingSet().prepare(size))
     return {"size": size, "wall": w, "cpu": c}

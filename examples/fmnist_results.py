@@ -88,7 +88,7 @@ def _cache(a, out: Path) -> Path:
 
 def build_corruptions(a, out: Path) -> str:
     """Build the Fashion-MNIST-C set once, before the parallel runs (they then only read it)."""
-    from robaug.recipes.datasets import load_dataset
+    from robaug.data.datasets import load_dataset
     from robaug.recipes.evaluate import corruption_benchmark
 
     test, info = load_dataset("fashion_mnist", train=False, subset=a.test_subset)

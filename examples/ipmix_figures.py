@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from robaug.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
-from robaug.transforms.fractals import MixingSet, generate_fractals  # noqa: E402
+from robaug.transforms import MixingSet, generate_fractals  # noqa: E402
 from robaug.transforms.ipmix import IPMix  # noqa: E402
 
 

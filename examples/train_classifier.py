@@ -16,7 +16,7 @@ The logic lives in robaug.recipes (train.py: the loop; augment.py: the recipes; 
 
 import sys
 
-from robaug.recipes.cli import main
+from robaug.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -151,7 +151,7 @@ must be measured on the published files (`robaug.eval` reads those too).
 
 The **DiffAug Ensemble** (DE) averages the classifier's softmax over DiffAug views at
 `t in {0, 100, ..., 400}` (t = 0 is the image itself); it is most useful for DiffAug-trained classifiers."""),
-    new_code_cell("""from robaug.eval.benchmarks import evaluate_corruptions
+    new_code_cell("""from robaug.eval import evaluate_corruptions
 from robaug.eval.corruptions import make_corrupted_dataset
 from robaug.recipes.evaluate import SubsetBenchmark
 

@@ -1,31 +1,17 @@
-"""Corruption-robustness evaluation (the old module path, kept for the docs and users that cite it): the "-C"
-readers live in :mod:`robaug.eval.datasets`, the metrics of Hendrycks & Dietterich (ICLR 2019) in
-:mod:`robaug.eval.metrics`, the evaluation loops in :mod:`robaug.eval.evaluation`."""
+"""Old path of the corruption-benchmark code (warns; goes away in robaug 0.3.0): the "-C" readers live in
+:mod:`robaug.eval.datasets`, the metrics in :mod:`robaug.eval.metrics`, the evaluation loops in
+:mod:`robaug.eval.evaluation`; the public names are in :mod:`robaug.eval`."""
 
 from __future__ import annotations
 
-from .datasets import (
-    CorruptionBenchmark,
-    ImageFolderCorruptionBenchmark,
-    InMemoryCorruptionBenchmark,
-    NpyCorruptionBenchmark,
-    open_corruption_benchmark,
-)
-from .evaluation import evaluate_corruptions, evaluate_error
-from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, CorruptionResults, mce, mean_corruption_error, relative_mce
+from .._core.deprecation import moved_names
 
-__all__ = [
-    "ALEXNET_ERRORS",
-    "ALEXNET_CLEAN_ERROR",
-    "CorruptionBenchmark",
-    "NpyCorruptionBenchmark",
-    "ImageFolderCorruptionBenchmark",
-    "InMemoryCorruptionBenchmark",
-    "open_corruption_benchmark",
-    "CorruptionResults",
-    "evaluate_corruptions",
-    "evaluate_error",
-    "mean_corruption_error",
-    "mce",
-    "relative_mce",
-]
+_HOMES = {
+    **dict.fromkeys(["CorruptionBenchmark", "NpyCorruptionBenchmark", "ImageFolderCorruptionBenchmark",
+                     "InMemoryCorruptionBenchmark", "open_corruption_benchmark"], "robaug.eval.datasets"),
+    **dict.fromkeys(["evaluate_corruptions", "evaluate_error"], "robaug.eval.evaluation"),
+    **dict.fromkeys(["ALEXNET_ERRORS", "ALEXNET_CLEAN_ERROR", "CorruptionResults", "mean_corruption_error", "mce",
+                     "relative_mce"], "robaug.eval.metrics"),
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = moved_names(__name__, _HOMES)

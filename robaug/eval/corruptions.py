@@ -3,7 +3,7 @@
 Re-implementations, not the reference: use them to build a "-C" test set for any dataset
 (e.g. Fashion-MNIST-C, see :func:`make_corrupted_dataset`) and to compare methods with each other on it.
 **Numbers reported as CIFAR-10-C, CIFAR-100-C or ImageNet-C must be measured on the published files**
-(read them with :mod:`robaug.eval.benchmarks`): the reference code runs PIL, OpenCV, scikit-image,
+(read them with :func:`robaug.eval.open_corruption_benchmark`): the reference code runs PIL, OpenCV, scikit-image,
 ImageMagick and libjpeg on uint8 images, and its random draws cannot be reproduced here.
 
 What is the same as the reference ``make_cifar_c.py``:

@@ -148,7 +148,7 @@ def _test_data(dataset: Any, data_root: Any, n_max: int | None, batch_size: int,
     if not isinstance(dataset, str):
         raise TypeError("dataset must be a dataset name (fashion_mnist, cifar10, cifar100, imagefolder) or an "
                         f"(images, labels) pair, got {type(dataset).__name__}")
-    from robaug.recipes.datasets import load_dataset
+    from robaug.data.datasets import load_dataset
     from robaug.recipes.evaluate import _first_images
 
     test, info = load_dataset(dataset, data_root, train=False, img_size=img_size)
@@ -180,7 +180,7 @@ def report(
     ``OUT/report.json``, ``OUT/report.md`` and ``OUT/figures/*.png``; returns the report dict.
 
     Args:
-        dataset: a name for :func:`robaug.recipes.datasets.load_dataset` (its test split; ``data_root`` where the
+        dataset: a name for :func:`robaug.data.datasets.load_dataset` (its test split; ``data_root`` where the
             files are) or an ``(images, labels)`` pair (uint8 or float in [0, 1]).
         suites: any of ``clean, corruptions, adversarial, certified, ood, calibration``.
         quick / settings: :func:`default_settings` (``quick``), overridden field by field by ``settings``.

@@ -26,7 +26,7 @@ __all__ = ["main_eval", "load_run"]
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Any, Path]:
     """Rebuild a ``robaug train`` run's classifier (it takes [0, 1] images) from a run folder, its
     ``model.safetensors`` or its ``checkpoint.pt``. Returns ``(model in eval mode, TrainConfig, run folder)``."""
-    from robaug.recipes.datasets import load_dataset
+    from robaug.data.datasets import load_dataset
     from robaug.recipes.train import TrainConfig, build_model
 
     p = Path(path)

@@ -94,7 +94,7 @@ def _benchmark(ctx: Context) -> tuple[Any, str]:
 
     names = list(cfg.corruptions or DEFAULT_CORRUPTIONS)
     if ctx.info is not None and ctx.test is not None and cfg.severities == [1, 2, 3, 4, 5]:
-        from robaug.recipes.datasets import TensorImages
+        from robaug.data.datasets import TensorImages
         from robaug.recipes.evaluate import corruption_benchmark
 
         if isinstance(ctx.test, TensorImages):

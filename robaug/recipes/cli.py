@@ -1,6 +1,11 @@
-"""Moved to :mod:`robaug.cli.train` (the ``robaug train`` command); this path keeps working."""
+"""Old path (warns; goes away in robaug 0.3.0): the ``robaug train`` command moved to :mod:`robaug.cli.train`, the
+presets and value parsers to :mod:`robaug.recipes.config`."""
 
-from robaug.cli.train import build_parser, config_from_args, main
-from robaug.recipes.config import PRESETS, parse_fraction, parse_pgd
+from __future__ import annotations
 
-__all__ = ["PRESETS", "build_parser", "config_from_args", "main", "parse_fraction", "parse_pgd"]
+from .._core.deprecation import moved_names
+
+_HOMES = {**dict.fromkeys(["build_parser", "config_from_args", "main"], "robaug.cli.train"),
+          **dict.fromkeys(["PRESETS", "parse_fraction", "parse_pgd"], "robaug.recipes.config")}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = moved_names(__name__, _HOMES)

@@ -1,12 +1,10 @@
-"""Moved to :mod:`robaug.data.datasets`; this path keeps working."""
+"""Old path (warns; goes away in robaug 0.3.0): moved to :mod:`robaug.data.datasets`."""
 
-from robaug.data.datasets import (
-    DATASETS,
-    DatasetInfo,
-    FolderImages,
-    TensorImages,
-    load_dataset,
-    load_synthetic,
-)
+from __future__ import annotations
 
-__all__ = ["DatasetInfo", "TensorImages", "FolderImages", "load_dataset", "load_synthetic", "DATASETS"]
+from .._core.deprecation import moved_names
+
+_HOMES = dict.fromkeys(["DatasetInfo", "TensorImages", "FolderImages", "load_dataset", "load_synthetic", "DATASETS"],
+                       "robaug.data.datasets")
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = moved_names(__name__, _HOMES)

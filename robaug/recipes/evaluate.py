@@ -22,13 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from robaug.data.datasets import DatasetInfo, FolderImages, TensorImages
-from robaug.eval.benchmarks import (
-    CorruptionBenchmark,
-    NpyCorruptionBenchmark,
-    evaluate_corruptions,
-    evaluate_error,
-    open_corruption_benchmark,
-)
+from robaug.eval.datasets import CorruptionBenchmark, NpyCorruptionBenchmark, open_corruption_benchmark
+from robaug.eval.evaluation import evaluate_corruptions, evaluate_error
 
 __all__ = ["SubsetBenchmark", "corruption_benchmark", "clean_data", "final_evaluation", "default_cache_dir",
            "adversarial_evaluation"]

@@ -1,7 +1,11 @@
-"""Procedural fractals and IPMix's mixing set (this path is kept for imports; the code lives in
-:mod:`robaug.transforms.ifs` (IFS sampling, chaos game, rendering) and :mod:`robaug.transforms.mixing_set`)."""
+"""Old path of the fractal code (warns; goes away in robaug 0.3.0): :mod:`robaug.transforms.ifs` (IFS sampling,
+chaos game, rendering) and :mod:`robaug.transforms.mixing_set` (IPMix's mixing set)."""
 
-from .ifs import chaos_game, generate_fractals, sample_ifs
-from .mixing_set import MixingSet, MixingSource
+from __future__ import annotations
 
-__all__ = ["generate_fractals", "sample_ifs", "chaos_game", "MixingSet", "MixingSource"]
+from .._core.deprecation import moved_names
+
+_HOMES = {**dict.fromkeys(["generate_fractals", "sample_ifs", "chaos_game"], "robaug.transforms.ifs"),
+          **dict.fromkeys(["MixingSet", "MixingSource"], "robaug.transforms.mixing_set")}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = moved_names(__name__, _HOMES)

@@ -1,5 +1,5 @@
-"""Tests for robaug.eval.evaluation and robaug.eval.datasets (through the old path robaug.eval.benchmarks, which
-re-exports them): -C layouts, the evaluation loop, results against hand-computed values."""
+"""Tests for robaug.eval.evaluation and robaug.eval.datasets: -C layouts, the evaluation loop, results against
+hand-computed values; and the old path robaug.eval.benchmarks, which still resolves with a FutureWarning."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaug.eval import benchmarks as B
+from robaug.eval.datasets import ImageFolderCorruptionBenchmark, NpyCorruptionBenchmark, open_corruption_benchmark
+from robaug.eval.evaluation import evaluate_corruptions, evaluate_error
+from robaug.eval.metrics import ALEXNET_ERRORS, CorruptionResults
 from robaug.eval.corruptions import make_corrupted_dataset
 
 NUM_CLASSES = 10
@@ -75,11 +77,11 @@ def _expected_errors() -> dict[str, dict[int, float]]:
 @pytest.mark.parametrize("hwc,full_labels", [((8, 8, 3), True), ((6, 6, 1), False), ((6, 6), True)])
 def test_cifar_c_layout_errors_match_hand_values(tmp_path, hwc, full_labels):
     _write_cifar_c(tmp_path, hwc, full_labels)
-    bench = B.open_corruption_benchmark(tmp_path)
-    assert isinstance(bench, B.NpyCorruptionBenchmark)
+    bench = open_corruption_benchmark(tmp_path)
+    assert isinstance(bench, NpyCorruptionBenchmark)
     assert bench.corruptions == ["gaussian_noise", "fog", "contrast"]  # benchmark order
     assert bench.severities == [1, 2, 3, 4, 5]
-    res = B.evaluate_corruptions(PixelClassifier(), bench, batch_size=3)
+    res = evaluate_corruptions(PixelClassifier(), bench, batch_size=3)
     for c in WRONG:
         for s in range(1, 6):
             assert res.errors[c][s] == pytest.approx(WRONG[c][s - 1] / N)
@@ -96,7 +98,7 @@ def test_evaluate_with_clean_set_baseline_and_subset(tmp_path):
     _write_cifar_c(tmp_path)
     clean_images = torch.from_numpy(_encode(_preds(1), (3, 8, 8)))  # (N, 3, 8, 8) uint8, 1 wrong
     clean = (clean_images, torch.from_numpy(LABELS))
-    res = B.evaluate_corruptions(
+    res = evaluate_corruptions(
         PixelClassifier(), str(tmp_path), clean=clean, corruptions=["fog", "gaussian_noise"],
         baseline={"fog": 0.4, "gaussian_noise": 0.6},
     )
@@ -107,15 +109,15 @@ def test_evaluate_with_clean_set_baseline_and_subset(tmp_path):
     res2 = res.with_baseline(({"fog": 0.4, "gaussian_noise": 0.6}, 0.05))
     assert res2.relative_mce == pytest.approx(((0.2 - 0.1) / 0.35 + (0.3 - 0.1) / 0.55) / 2)
     # severity subset
-    res5 = B.evaluate_corruptions(PixelClassifier(), tmp_path, severities=[5])
+    res5 = evaluate_corruptions(PixelClassifier(), tmp_path, severities=[5])
     assert res5.severities == [5]
     assert res5.mean_corruption_error == pytest.approx((0.5 + 0.3 + 0.2) / 3)
     # another model's results as the baseline: normalise by its errors at the same severities
-    base = B.CorruptionResults({c: {5: 0.5} for c in WRONG}, clean_error=0.2, name="base")
+    base = CorruptionResults({c: {5: 0.5} for c in WRONG}, clean_error=0.2, name="base")
     r = res5.with_baseline(base)
     assert r.mce == pytest.approx(((0.5 + 0.3 + 0.2) / 3) / 0.5)
     assert r.relative_mce is None  # evaluated without a clean set
-    res5c = B.evaluate_corruptions(PixelClassifier(), tmp_path, severities=[5], clean=clean, baseline=base)
+    res5c = evaluate_corruptions(PixelClassifier(), tmp_path, severities=[5], clean=clean, baseline=base)
     # rCE_c = (E_c - 0.1) / (0.5 - 0.2)
     assert res5c.relative_mce == pytest.approx(np.mean([(e - 0.1) / 0.3 for e in (0.5, 0.3, 0.2)]))
 
@@ -124,10 +126,10 @@ def test_clean_set_as_dataset_and_dataloader():
     imgs = torch.from_numpy(_encode(_preds(3), (1, 5, 5)))
     labels = torch.from_numpy(LABELS)
     ds = torch.utils.data.TensorDataset(imgs, labels)
-    assert B.evaluate_error(PixelClassifier(), ds, batch_size=4) == pytest.approx(0.3)
+    assert evaluate_error(PixelClassifier(), ds, batch_size=4) == pytest.approx(0.3)
     dl = torch.utils.data.DataLoader(ds, batch_size=4)
-    assert B.evaluate_error(PixelClassifier(), dl) == pytest.approx(0.3)
-    assert B.evaluate_error(PixelClassifier(), (imgs, labels)) == pytest.approx(0.3)
+    assert evaluate_error(PixelClassifier(), dl) == pytest.approx(0.3)
+    assert evaluate_error(PixelClassifier(), (imgs, labels)) == pytest.approx(0.3)
 
 
 def test_imagenet_c_layout(tmp_path):
@@ -140,16 +142,16 @@ def test_imagenet_c_layout(tmp_path):
                 d = tmp_path / c / str(s) / f"n{label:08d}"
                 d.mkdir(parents=True, exist_ok=True)
                 PIL.Image.new("RGB", (6, 6), (int(pred * STEP),) * 3).save(d / f"{i}.png")
-    bench = B.open_corruption_benchmark(tmp_path)
-    assert isinstance(bench, B.ImageFolderCorruptionBenchmark)
+    bench = open_corruption_benchmark(tmp_path)
+    assert isinstance(bench, ImageFolderCorruptionBenchmark)
     assert bench.corruptions == ["fog", "contrast"] and bench.severities == [1, 2, 3, 4, 5]
-    res = B.evaluate_corruptions(PixelClassifier(), bench, batch_size=4)
+    res = evaluate_corruptions(PixelClassifier(), bench, batch_size=4)
     for c in ("fog", "contrast"):
         for s in range(1, 6):
             assert res.errors[c][s] == pytest.approx(WRONG[c][s - 1] / N)
     # AlexNet normalisation over the corruptions present
     r = res.with_baseline("alexnet")
-    expected = (0.2 / B.ALEXNET_ERRORS["fog"] + 0.1 / B.ALEXNET_ERRORS["contrast"]) / 2
+    expected = (0.2 / ALEXNET_ERRORS["fog"] + 0.1 / ALEXNET_ERRORS["contrast"]) / 2
     assert r.mce == pytest.approx(expected)
 
 
@@ -163,7 +165,7 @@ def test_model_mode_restored_and_normalize(tmp_path):
             return super().forward(x * 0.25 + 0.5)
 
     m = RangeChecker().train()
-    res = B.evaluate_corruptions(m, tmp_path, normalize=([0.5] * 3, [0.25] * 3))
+    res = evaluate_corruptions(m, tmp_path, normalize=([0.5] * 3, [0.25] * 3))
     assert m.training
     assert res.corruption_errors["gaussian_noise"] == pytest.approx(0.3)
 
@@ -191,7 +193,7 @@ def test_diffaug_ensemble_option_wraps_the_model(tmp_path, monkeypatch):
     fake.DiffAugEnsemble = FakeEnsemble
     monkeypatch.setitem(sys.modules, "robaug.transforms.diffaug", fake)
     clf = PixelClassifier()
-    res = B.evaluate_corruptions(
+    res = evaluate_corruptions(
         clf, tmp_path, denoiser=ZeroDenoiser(), ensemble_timesteps=[0, 50, 100], ensemble_kwargs={"batch_size": 8}
     )
     assert created == {"timesteps": [0, 50, 100], "kw": {"batch_size": 8}}
@@ -199,18 +201,18 @@ def test_diffaug_ensemble_option_wraps_the_model(tmp_path, monkeypatch):
     # every prediction is class 0 and labels are 0..9: error 0.9 everywhere
     assert all(e == pytest.approx(0.9) for by in res.errors.values() for e in by.values())
     with pytest.raises(ValueError, match="denoiser"):
-        B.evaluate_corruptions(clf, tmp_path, ensemble_timesteps=[0, 50])
+        evaluate_corruptions(clf, tmp_path, ensemble_timesteps=[0, 50])
 
 
 def test_results_serialisation(tmp_path):
-    res = B.CorruptionResults(_expected_errors(), clean_error=0.05, name="m").with_baseline(
+    res = CorruptionResults(_expected_errors(), clean_error=0.05, name="m").with_baseline(
         ({"gaussian_noise": 0.6, "contrast": 0.5, "fog": 0.4}, 0.1)
     )
     path = tmp_path / "r.json"
     res.save_json(path)
     d = json.loads(path.read_text())
     assert d["mean_corruption_error"] == pytest.approx(0.2)
-    back = B.CorruptionResults.from_dict(d)
+    back = CorruptionResults.from_dict(d)
     assert back.errors == res.errors and back.mce == pytest.approx(res.mce)
     md = res.to_markdown()
     assert "| gaussian_noise | 10.00 | 20.00 | 30.00 | 40.00 | 50.00 | 30.00 |" in md
@@ -219,12 +221,12 @@ def test_results_serialisation(tmp_path):
 
 def test_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="labels.npy|neither"):
-        B.open_corruption_benchmark(tmp_path)
+        open_corruption_benchmark(tmp_path)
     _write_cifar_c(tmp_path)
     with pytest.raises(KeyError, match="frost"):
-        B.evaluate_corruptions(PixelClassifier(), tmp_path, corruptions=["frost"])
+        evaluate_corruptions(PixelClassifier(), tmp_path, corruptions=["frost"])
     with pytest.raises(TypeError, match="baseline"):
-        B.evaluate_corruptions(PixelClassifier(), tmp_path, baseline=3.0)
+        evaluate_corruptions(PixelClassifier(), tmp_path, baseline=3.0)
 
 
 def test_end_to_end_with_generated_set_and_small_cnn():
@@ -235,7 +237,7 @@ def test_end_to_end_with_generated_set_and_small_cnn():
     y = torch.arange(12) % 10
     bench = make_corrupted_dataset(x, y, ["gaussian_noise", "pixelate"], severities=(1, 5), seed=0)
     model = create_model("small_cnn", 10, in_channels=1)
-    res = B.evaluate_corruptions(model, bench, clean=(x, y), batch_size=5)
+    res = evaluate_corruptions(model, bench, clean=(x, y), batch_size=5)
     assert set(res.errors) == {"gaussian_noise", "pixelate"} and res.severities == [1, 5]
     assert 0.0 <= res.mean_corruption_error <= 1.0 and res.clean_error is not None
 
@@ -252,23 +254,33 @@ def test_real_diffaug_ensemble_plugs_in(tmp_path):
     den = CallableDenoiser(to_class_3, in_channels=3)
     # raw view + two denoised views: averaged softmaxes of one-hot logits always favour class 3,
     # so only the label-3 image of every 10 is right
-    res = B.evaluate_corruptions(PixelClassifier(), tmp_path, denoiser=den, ensemble_timesteps=[0, 100, 200])
+    res = evaluate_corruptions(PixelClassifier(), tmp_path, denoiser=den, ensemble_timesteps=[0, 100, 200])
     assert all(e == pytest.approx(0.9) for by in res.errors.values() for e in by.values())
     # with t = 0 only, DE is the classifier itself
-    raw = B.evaluate_corruptions(PixelClassifier(), tmp_path, denoiser=den, ensemble_timesteps=[0])
-    assert raw.errors == B.evaluate_corruptions(PixelClassifier(), tmp_path).errors
+    raw = evaluate_corruptions(PixelClassifier(), tmp_path, denoiser=den, ensemble_timesteps=[0])
+    assert raw.errors == evaluate_corruptions(PixelClassifier(), tmp_path).errors
     assert isinstance(diffaug.DiffAugEnsemble, type)
 
 
 def test_requested_corruptions_missing_from_either_layout_are_named(tmp_path):
     npy_root, folder_root, empty = tmp_path / "c10c", tmp_path / "inc", tmp_path / "empty"
     _write_cifar_c(npy_root)
-    assert B.NpyCorruptionBenchmark(npy_root, corruptions=["contrast"]).corruptions == ["contrast"]
+    assert NpyCorruptionBenchmark(npy_root, corruptions=["contrast"]).corruptions == ["contrast"]
     with pytest.raises(FileNotFoundError, match=r"no snow\.npy, zoom_blur\.npy in"):
-        B.NpyCorruptionBenchmark(npy_root, corruptions=["fog", "snow", "zoom_blur"])
+        NpyCorruptionBenchmark(npy_root, corruptions=["fog", "snow", "zoom_blur"])
     (folder_root / "fog" / "1" / "n0").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"no folder snow/ in"):
-        B.ImageFolderCorruptionBenchmark(folder_root, corruptions=["fog", "snow"])
+        ImageFolderCorruptionBenchmark(folder_root, corruptions=["fog", "snow"])
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"no <corruption>/<severity>/ folders in"):
-        B.ImageFolderCorruptionBenchmark(empty)
+        ImageFolderCorruptionBenchmark(empty)
+
+
+def test_old_module_path_warns_and_resolves():
+    from robaug.eval import benchmarks
+
+    with pytest.warns(FutureWarning, match=r"robaug\.eval\.benchmarks\.evaluate_corruptions moved: .*robaug\.eval\.evaluation.*0\.3\.0"):
+        old = benchmarks.evaluate_corruptions
+    assert old is evaluate_corruptions
+    with pytest.raises(AttributeError):
+        benchmarks.no_such_name

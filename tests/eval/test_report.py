@@ -145,7 +145,7 @@ def test_robaug_eval_cli_on_a_run_folder(tmp_path, capsys) -> None:
     from safetensors.torch import save_file
 
     from robaug.cli import main
-    from robaug.recipes.datasets import load_dataset
+    from robaug.data.datasets import load_dataset
     from robaug.recipes.train import TrainConfig, build_model
 
     try:

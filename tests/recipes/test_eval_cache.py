@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import robaug.eval.corruptions as corruptions_mod
-from robaug.recipes.datasets import DatasetInfo, TensorImages
+from robaug.data.datasets import DatasetInfo, TensorImages
 from robaug.recipes.evaluate import corruption_benchmark
 from robaug.recipes.train import TrainConfig, _eval_signature, train
 

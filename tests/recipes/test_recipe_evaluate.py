@@ -8,7 +8,7 @@ from robaug.recipes.evaluate import SubsetBenchmark
 
 
 def test_subset_benchmark_truncates():
-    from robaug.eval.benchmarks import InMemoryCorruptionBenchmark
+    from robaug.eval.datasets import InMemoryCorruptionBenchmark
 
     data = {"fog": torch.randint(0, 256, (2, 10, 1, 4, 4), dtype=torch.uint8)}
     bench = InMemoryCorruptionBenchmark(data, torch.arange(10), severities=[1, 2])

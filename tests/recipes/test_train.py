@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from robaug.data.datasets import DatasetInfo, load_dataset
 from robaug.recipes.augment import RECIPES
-from robaug.recipes.cli import config_from_args
+from robaug.cli.train import config_from_args
 from robaug.recipes.train import TrainConfig, train
 
 FMNIST = DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), crop_padding=2)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from robaug.recipes.cli import PRESETS, config_from_args
+from robaug.cli.train import config_from_args
+from robaug.recipes.config import PRESETS
 from robaug.recipes.train import TrainConfig
 
 
