@@ -273,6 +273,34 @@ class GuidedDiffusion(nn.Module):
             "image_shape": list(self.image_shape()), **self.guided.config(),
         }
 
+    def __repr__(self) -> str:
+        """The settings in a few lines (not the network's layers)."""
+        d = self.denoiser
+        params = sum(p.numel() for p in d.parameters())
+        classes = "unconditional" if getattr(d, "num_classes", None) is None else \
+            f"{d.num_classes} classes, null_label={getattr(d, 'null_label', None)}"
+        sig = self.sigmas()
+        lines = [
+            f"denoiser={type(d).__name__}({params / 1e6:.2f}M params, {classes}, "
+            f"sigma {float(getattr(d, 'sigma_min', 0)):.4g}..{float(getattr(d, 'sigma_max', 0)):.4g})",
+            f"solver={self.solver!r}, num_steps={self.num_steps} ({self.num_evals} evaluations), "
+            f"discretization={self.discretization!r}, sigma {float(sig[-2]):.4g}..{float(sig[0]):.4g}"
+            + (f", rho={self.rho:g}" if self.discretization == "karras" else f", spacing={self.timestep_spacing!r}"),
+            "churn: none" if not self.s_churn else
+            f"churn: s_churn={self.s_churn:g}, s_tmin={self.s_tmin:g}, s_tmax={self.s_tmax:g}, s_noise={self.s_noise:g}",
+        ]
+        if self.solver == "ddim":
+            lines.append(f"eta={self.eta:g}")
+        lines.append(f"cfg_scale={self.guided.cfg_scale:g}, state_dtype={str(self.state_dtype).replace('torch.', '')}"
+                     + (", clip_denoised=True" if self.clip_denoised else ""))
+        for t in self.terms:
+            cfg = t.config()
+            lo, hi = cfg.pop("sigma_range")
+            kind = cfg.pop("type")
+            cfg["sigma_range"] = f"{lo:g}..{'inf' if hi is None else format(hi, 'g')}"
+            lines.append(f"guidance: {kind}(" + ", ".join(f"{k}={v}" for k, v in cfg.items()) + ")")
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
     # -- sampling --------------------------------------------------------------------------------------------
     def _batch(self, class_labels, num_samples, seeds, noise, device) -> tuple[int, torch.Tensor | None]:
         sizes = {}

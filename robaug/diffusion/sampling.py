@@ -105,9 +105,9 @@ def _grid(sigmas: torch.Tensor | Sequence[float]) -> list[float]:
 def _steps(n: int, progress: bool) -> Iterable[int]:
     if not progress:
         return range(n)
-    from tqdm.auto import tqdm
+    from .._core.progress import progress_bar  # whole lines in log files, silent under ROBAUG_QUIET
 
-    return tqdm(range(n), desc="sampling", unit="step", leave=False)
+    return progress_bar(range(n), desc="sampling", unit="step", leave=False)
 
 
 def _clip(d: torch.Tensor, clip_denoised: bool) -> torch.Tensor:
