@@ -138,7 +138,7 @@ def generate_dataset(
     final manifest.
 
     Resuming re-checks the shards it skips: their size always (free), their sha256 too with ``verify`` (default;
-    reading a 30 MB shard costs ~0.1 s, against minutes to generate it); a damaged shard is regenerated. One run
+    hashing a 30 MB shard costs ~0.05 s, against minutes to generate it); a damaged shard is regenerated. One run
     at a time per folder: the run holds ``out_dir/.robaug-generate.lock`` and a second run waits ``lock_timeout``
     seconds (negative: forever) for it, then raises ``BlockingIOError``. Temporary files of a killed run are
     deleted at the start. A batch with NaN/inf values is never written (``ValueError`` naming the shard).
