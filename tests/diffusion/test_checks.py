@@ -129,3 +129,17 @@ def test_finite_float_helper():
         finite_float("x", "3")
     with pytest.raises(TypeError):
         finite_float("x", True)
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler", "ddim"])
+@pytest.mark.parametrize("kwargs,name", [(dict(s_churn=NAN), "s_churn"), (dict(s_noise=NAN), "s_noise"),
+                                         (dict(s_tmin=INF), "s_tmin"), (dict(s_tmax=NAN), "s_tmax")])
+def test_the_solver_functions_check_their_settings_too(solver, kwargs, name):
+    from robaug.diffusion.sampling import sample_loop
+
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        sample_loop(lambda x, s, y: x * 0, x, [1.0, 0.0], solver=solver, **kwargs)
+    if solver == "ddim":
+        with pytest.raises(ValueError, match=r"^eta must"):
+            sample_loop(lambda x, s, y: x * 0, x, [1.0, 0.0], solver=solver, eta=NAN)
