@@ -287,7 +287,8 @@ class GuidedDiffusion(nn.Module):
             f"discretization={self.discretization!r}, sigma {float(sig[-2]):.4g}..{float(sig[0]):.4g}"
             + (f", rho={self.rho:g}" if self.discretization == "karras" else f", spacing={self.timestep_spacing!r}"),
             "churn: none" if not self.s_churn else
-            f"churn: s_churn={self.s_churn:g}, s_tmin={self.s_tmin:g}, s_tmax={self.s_tmax:g}, s_noise={self.s_noise:g}",
+            f"churn: s_churn={self.s_churn:g}, s_tmin={self.s_tmin:g}, s_tmax={self.s_tmax:g}, "
+            f"s_noise={self.s_noise:g}",
         ]
         if self.solver == "ddim":
             lines.append(f"eta={self.eta:g}")

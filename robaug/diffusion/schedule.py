@@ -217,7 +217,8 @@ def karras_sigmas(
     sigma_min = finite_float("sigma_min", sigma_min, lo=0.0, lo_open=True)
     sigma_max = finite_float("sigma_max", sigma_max, lo=0.0, lo_open=True)
     if sigma_min > sigma_max:
-        raise ValueError(f"need sigma_min <= sigma_max, got sigma_min={sigma_min:g} > sigma_max={sigma_max:g}; swap them")
+        raise ValueError(f"need sigma_min <= sigma_max, got sigma_min={sigma_min:g} > sigma_max={sigma_max:g}; "
+                         "swap them")
     rho = finite_float("rho", rho, lo=0.0, lo_open=True, hint=" (EDM uses rho=7; rho=1 is a uniform grid)")
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)

@@ -87,7 +87,8 @@ def open_shard(path: str | os.PathLike):
         raise ValueError(f"{path}: cannot read this shard ({err}); the file is truncated or corrupted: {_FIX}") from err
 
 
-def read_shard(path: str | os.PathLike, sha256: str | None = None, *, verify: bool | None = None) -> dict[str, torch.Tensor]:
+def read_shard(path: str | os.PathLike, sha256: str | None = None, *,
+               verify: bool | None = None) -> dict[str, torch.Tensor]:
     """All arrays of one shard. With ``sha256`` (or ``verify=True``, which then needs ``sha256``) the file's checksum
     is checked first; a damaged file raises a ``ValueError`` naming it."""
     path = Path(path)
