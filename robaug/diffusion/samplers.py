@@ -6,8 +6,10 @@ Noise grids: by default DDIM walks the model's own timesteps (``timestep_spacing
 Heun and Euler the Karras grid (eq. 5) rounded to the model's timesteps for discrete-time models.
 
 Randomness: ``seeds=[s_0, ..., s_{B-1}]`` gives every sample its own generator (initial noise, churn and DDIM
-noise are drawn from it in a fixed order), so sample ``i`` is the same for any batch size and any number of
-processes. ``generator=`` draws the whole batch from one ``torch.Generator`` instead, and neither uses the global RNG.
+noise are drawn from it in a fixed order), so sample ``i``'s noise is bit-identical for any batch size and any
+number of processes, and its image equal up to the network's float rounding, which depends on the batch size
+(~1e-6..6e-6 on CPU, docs/sampling.md). ``generator=`` draws the whole batch from one ``torch.Generator`` instead,
+and neither uses the global RNG.
 """
 
 from __future__ import annotations
@@ -405,7 +407,8 @@ class GuidedDiffusion(nn.Module):
 
         ``class_labels``: an int or ``(B,)`` classes (``None``: unconditional, via the null label);
         ``num_samples``: batch size when no labels/seeds are given; ``seeds``: one int per sample (sample ``i``
-        then does not depend on the batch it is in); ``generator``: one generator for the batch.
+        then does not depend on the batch it is in, up to float rounding); ``generator``: one generator for the
+        batch.
         """
         x = self.sample(class_labels, num_samples, generator=generator, seeds=seeds, noise=noise, progress=progress)
         return (x.float() * 0.5 + 0.5).clamp_(0.0, 1.0)
