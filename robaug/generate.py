@@ -56,5 +56,15 @@ run_generate = _cli.run_generate
 load_classifier = _cli.load_classifier
 
 
-if __name__ == "__main__":
-    sys.exit(main_generate())
+def _cli_package_ready() -> bool:
+    """Whether the robaug/cli/ package (with its shared one-line error reporting) is installed."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(f"{__package__ or 'robaug'}.cli._common") is not None
+    except ModuleNotFoundError:  # robaug/cli.py is still a module
+        return False
+
+
+if __name__ == "__main__":  # `python -m robaug.generate` / `torchrun -m robaug.generate`: errors in one line, exit 2
+    sys.exit(_cli.main() if _cli_package_ready() else main_generate())

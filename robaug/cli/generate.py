@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # torch loads when the command runs, not when `robaug` builds
     import torch
     from torch import nn
 
-__all__ = ["add_arguments", "run", "main", "run_generate", "load_classifier"]
+__all__ = ["add_arguments", "check_arguments", "run", "main", "run_generate", "load_classifier"]
 
 DESCRIPTION = "Write class-balanced synthetic datasets with a robaug sampler: sharded, resumable, multi-process."
 EXAMPLES = """examples:
@@ -26,17 +26,41 @@ EXAMPLES = """examples:
   rerun the same command to resume a killed run; see docs/generate.md for the dataset format"""
 
 
-def _load_object(spec: str):
-    mod_name, _, attr = spec.partition(":")
+def _load_object(spec: str, flag: str = "--model"):
+    """``package.module:attr`` -> the object, called when it is a factory (a callable that is not a module)."""
     import importlib
 
+    mod_name, _, attr = spec.partition(":")
     obj = importlib.import_module(mod_name)
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{flag} {spec}: {type(obj).__name__} {getattr(obj, '__name__', '')!s} has no attribute "
+                             f"{part!r}; use package.module:factory")
         obj = getattr(obj, part)
     from torch import nn
 
     if callable(obj) and not isinstance(obj, nn.Module):
-        obj = obj()
+        try:
+            obj = obj()
+        except TypeError as err:
+            raise ValueError(f"{flag} {spec}: calling it without arguments failed ({err}); the factory must take no "
+                             "arguments") from err
+    return obj
+
+
+def _load_denoiser(spec: str, progress: bool):
+    """``--model``: a registry name, Hub id or local path (robaug.hub), or ``package.module:factory``."""
+    from ..diffusion.denoiser import Denoiser
+
+    if not _looks_like_import(spec):
+        from ..hub import load_denoiser
+
+        return load_denoiser(spec, progress=progress)
+    obj = _load_object(spec, "--model")
+    if not isinstance(obj, Denoiser):
+        raise ValueError(
+            f"--model {spec} gave a {type(obj).__name__}, not a robaug Denoiser: the factory must return a "
+            "robaug.diffusion.Denoiser (wrap a network with CallableDenoiser, DiffusersDenoiser or EDMDenoiser)")
     return obj
 
 
@@ -51,7 +75,7 @@ def load_classifier(spec: str, num_classes: int | None, in_channels: int, device
     from torch import nn
 
     if _looks_like_import(spec):
-        model = _load_object(spec)
+        model = _load_object(spec, "classifier")
     else:
         arch, sep, weights = spec.partition(":")
         if not sep or not weights.endswith(".safetensors"):
@@ -65,7 +89,8 @@ def load_classifier(spec: str, num_classes: int | None, in_channels: int, device
         model = create_model(arch, num_classes, in_channels=in_channels)
         model.load_state_dict(load_file(weights))
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{spec!r} did not give an nn.Module but {type(model).__name__}")
+        raise ValueError(f"classifier {spec!r} gave a {type(model).__name__}, not an nn.Module; the factory must "
+                         "return a classifier module")
     return model.to(device).eval()
 
 
@@ -89,8 +114,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="precision of the denoiser's weights")
     g.add_argument("--overwrite", action="store_true", help="delete a different run found in --out")
-    g.add_argument("--verify", action="store_true", help="re-hash existing shards before skipping them")
+    g.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="on resume, check the sha256 of the shards already written (--no-verify: only their size); "
+                        "damaged shards are generated again")
+    g.add_argument("--lock-timeout", type=float, default=0.0,
+                   help="seconds to wait when another run is writing to --out (negative: wait until it ends)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    try:
+        g.add_argument("--quiet", action="store_true", help="no progress bars (sets ROBAUG_QUIET=1); results still go "
+                       "to stdout, errors to stderr")
+    except argparse.ArgumentError:  # the shared robaug parser already has --quiet
+        pass
     s = p.add_argument_group("sampler")
     s.add_argument("--solver", choices=SOLVERS, default="heun", help="ODE/SDE solver")
     s.add_argument("--steps", type=int, default=18, help="steps of the noise grid (Heun: 2N - 1 network calls)")
@@ -147,20 +181,23 @@ def run_generate(args: argparse.Namespace) -> dict:
     from ..diffusion.samplers import GuidedDiffusion
     from ..recipes.generation import generate_dataset
 
+    check_arguments(args)
+    quiet = bool(getattr(args, "quiet", False))
+    if quiet:
+        os.environ["ROBAUG_QUIET"] = "1"
     info = setup_distributed(args.device)
     device = info.device
     try:
 
         dtype = getattr(torch, args.model_dtype)
-        if _looks_like_import(args.model):
-            denoiser = _load_object(args.model)
-        else:
-            from ..hub import load_denoiser
-
-            denoiser = load_denoiser(args.model, progress=info.main)
+        denoiser = _load_denoiser(args.model, progress=info.main and not quiet)
         denoiser = denoiser.to(device=device, dtype=dtype) if dtype != torch.float32 else denoiser.to(device)
         denoiser.eval()
-        nc = args.num_classes if args.num_classes is not None else getattr(denoiser, "num_classes", None)
+        model_nc = getattr(denoiser, "num_classes", None)
+        if args.num_classes is not None and model_nc is not None and args.num_classes > model_nc:
+            raise ValueError(f"--num-classes {args.num_classes}: the model {args.model} has {model_nc} classes; use "
+                             f"--num-classes <= {model_nc} or leave it out")
+        nc = args.num_classes if args.num_classes is not None else model_nc
         in_ch = int(denoiser.in_channels)
         kw: dict[str, Any] = dict(
             num_steps=args.steps, solver=args.solver, sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
@@ -189,7 +226,7 @@ def run_generate(args: argparse.Namespace) -> dict:
             args.out, sampler, args.num_samples, shard_size=args.shard_size, batch_size=args.batch_size,
             seed=args.seed, num_classes=nc, classes=classes, layout=args.layout, filter_classifier=filt,
             keep_fraction=args.keep_fraction, model_name=args.model, overwrite=args.overwrite, verify=args.verify,
-            progress=not args.no_progress,
+            progress=not (args.no_progress or quiet), lock_timeout=args.lock_timeout,
         )
         if info.main:
             sel = manifest.get("selection")
@@ -198,6 +235,30 @@ def run_generate(args: argparse.Namespace) -> dict:
         return manifest
     finally:
         teardown_distributed(info)
+
+
+#: float flags that may be infinite ("no limit"); every other float flag must be finite
+_INF_OK = {"s_tmax", "contrastive_sigma_max", "lock_timeout"}
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad numbers before any model is loaded (``ValueError`` naming the flag): NaN/inf settings (they
+    would make every image NaN), counts below 1, ``--keep-fraction`` outside ``(0, 1]``, an ``--out`` that is a
+    file. The sampler constructors check the remaining ranges."""
+    for dest, value in sorted(vars(args).items()):
+        flag = "--" + dest.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value) and not (dest in _INF_OK and value == math.inf):
+            raise ValueError(f"{flag} must be a finite number, got {value}")
+    for dest in ("num_samples", "shard_size", "batch_size", "steps", "image_size", "num_classes"):
+        value = getattr(args, dest, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{dest.replace('_', '-')} must be >= 1, got {value}")
+    if args.keep_fraction is not None and not 0.0 < args.keep_fraction <= 1.0:
+        raise ValueError(f"--keep-fraction must lie in (0, 1], got {args.keep_fraction}")
+    if (args.keep_fraction is None) != (args.filter_classifier is None):
+        raise ValueError("confidence filtering needs both --filter-classifier and --keep-fraction")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file, not a folder: choose another output folder")
 
 
 def run(args: argparse.Namespace) -> int:

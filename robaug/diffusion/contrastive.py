@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from torch import nn
 
 from .._core import rng
 from .._core.modules import module_dtype
+from ._checks import finite_float
 from .guidance import GuidanceTerm
 from .denoiser import Denoiser
 from .samplers import GuidedDiffusion
@@ -191,21 +192,29 @@ class ContrastiveGuidance(GuidanceTerm):
         space: str = "x0",
         head_seed: int = 0,
         persistent_head: bool = False,
+        arg_names: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(scale, sigma_range=sigma_range, weighting=weighting, space=space)
+        super().__init__(scale, sigma_range=sigma_range, weighting=weighting, space=space, arg_names=arg_names)
+        name = self._arg_name
         if loss not in CONTRASTIVE_LOSSES:
-            raise ValueError(f"loss must be one of {CONTRASTIVE_LOSSES}, got {loss!r}")
+            raise ValueError(f"{name('loss')} must be one of {CONTRASTIVE_LOSSES}, got {loss!r}")
         if not callable(encoder):
-            raise TypeError(f"encoder must be callable, got {type(encoder).__name__}")
+            raise TypeError(f"{name('encoder')} must be callable, got {type(encoder).__name__}")
+        self.tau = finite_float(name("tau"), tau if tau is not None else (10.0 if loss == "hard" else 0.1),
+                                lo=0.0, lo_open=True)
+        self.tau_plus = finite_float(name("tau_plus"), tau_plus, lo=0.0)
+        if self.tau_plus >= 1.0:
+            raise ValueError(f"{name('tau_plus')} must lie in [0, 1), got {tau_plus!r}")
+        self.beta = finite_float(name("beta"), beta, lo=0.0)
+        self.lr = finite_float(name("lr"), lr, lo=0.0, lo_open=True)
+        for arg, v in (("embed_dim", embed_dim), ("hidden_dim", hidden_dim)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name(arg)} must be a positive int, got {v!r}")
         if isinstance(encoder, nn.Module):
             encoder.eval()
         self.encoder = encoder
         self.loss = loss
-        self.tau = float(tau if tau is not None else (10.0 if loss == "hard" else 0.1))
-        if self.tau <= 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
-        self.tau_plus, self.beta = float(tau_plus), float(beta)
-        self.embed_dim, self.hidden_dim, self.lr = int(embed_dim), int(hidden_dim), float(lr)
+        self.embed_dim, self.hidden_dim = int(embed_dim), int(hidden_dim)
         self.head_seed = int(head_seed)
         self.persistent_head = bool(persistent_head)
         self.head: EmbeddingHead | None = None
@@ -277,6 +286,12 @@ class ContrastiveGuidance(GuidanceTerm):
                 "encoder": type(self.encoder).__name__}
 
 
+#: how ContrastiveGuidedSampler's arguments spell ContrastiveGuidance's (its error messages use these names)
+_CONTRASTIVE_ARGS = {"scale": "contrastive_scale", "loss": "contrastive_loss", "lr": "head_lr",
+                     "sigma_range": "contrastive_sigma_range", "weighting": "contrastive_weighting",
+                     "space": "contrastive_space"}
+
+
 def _as_encoder(encoder: nn.Module | Callable, features: str) -> nn.Module | Callable:
     if features == "output":
         return encoder
@@ -337,7 +352,7 @@ class ContrastiveGuidedSampler(GuidedDiffusion):
             _as_encoder(encoder, encoder_features), contrastive_scale, loss=contrastive_loss, tau=tau,
             tau_plus=tau_plus, beta=beta, embed_dim=embed_dim, hidden_dim=hidden_dim, lr=head_lr,
             sigma_range=contrastive_sigma_range, weighting=contrastive_weighting, space=contrastive_space,
-            head_seed=head_seed, persistent_head=persistent_head,
+            head_seed=head_seed, persistent_head=persistent_head, arg_names=_CONTRASTIVE_ARGS,
         )
         super().__init__(denoiser, num_steps, solver, sigma_min, sigma_max, rho, guidance=[*guidance, term], **kwargs)
 

@@ -37,13 +37,14 @@ Every sampler in robaug integrates the probability-flow ODE of a denoiser ``D(x,
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._core.modules import module_dtype
+from ._checks import finite_float
 
 __all__ = [
     "GuidanceTerm",
@@ -79,8 +80,11 @@ class GuidanceTerm(nn.Module):
     restricts the term to evaluations with ``lo <= sigma <= hi`` (the part of the trajectory where it is
     applied); ``space`` is ``"x0"`` (``J`` of the denoised estimate, gradient through the denoiser) or ``"xt"``
     (``J`` of the noisy iterate); ``weighting`` is ``"score"``, ``"eps"``, ``"constant"`` or a callable
-    ``sigma -> lambda`` (default: ``"constant"`` in ``x0`` space, :attr:`xt_weighting` in ``xt`` space). Stateful terms may override :meth:`reset` (called at the start of every
-    sampling call) and :meth:`update` (called after the guidance gradient of an evaluation was taken).
+    ``sigma -> lambda`` (default: ``"constant"`` in ``x0`` space, :attr:`xt_weighting` in ``xt`` space). ``scale``
+    must be finite and ``sigma_range`` finite except ``hi = inf`` (no upper limit). ``arg_names`` maps these
+    arguments to the names a sampler exposes them under (its error messages use those). Stateful terms may override
+    :meth:`reset` (called at the start of every sampling call) and :meth:`update` (called after the guidance gradient
+    of an evaluation was taken).
     """
 
     space: str = "x0"
@@ -96,22 +100,36 @@ class GuidanceTerm(nn.Module):
         sigma_range: tuple[float, float] | None = None,
         weighting: str | Callable | None = None,
         space: str | None = None,
+        arg_names: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
-        self.scale = float(scale)
-        lo, hi = (0.0, math.inf) if sigma_range is None else (float(sigma_range[0]), float(sigma_range[1]))
-        if not 0.0 <= lo <= hi:
-            raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got {sigma_range}")
+        # a sampler building this term passes its own spelling of the arguments, so messages name what the user typed
+        self._arg_names = dict(arg_names or {})
+        name = self._arg_name
+        self.scale = finite_float(name("scale"), scale)
+        if sigma_range is None:
+            lo, hi = 0.0, math.inf
+        else:
+            if len(sigma_range) != 2:
+                raise ValueError(f"{name('sigma_range')} must be (lo, hi), got {sigma_range!r}")
+            lo = finite_float(f"{name('sigma_range')}[0]", sigma_range[0], lo=0.0)
+            hi = finite_float(f"{name('sigma_range')}[1]", sigma_range[1], lo=0.0, allow_inf=True)
+            if lo > hi:
+                raise ValueError(f"{name('sigma_range')} must satisfy lo <= hi, got {tuple(sigma_range)}")
         self.sigma_range = (lo, hi)
         if space is not None:
             if space not in ("x0", "xt"):
-                raise ValueError(f"space must be 'x0' or 'xt', got {space!r}")
+                raise ValueError(f"{name('space')} must be 'x0' or 'xt', got {space!r}")
             self.space = space
         if weighting is None:
             weighting = "constant" if self.space == "x0" else self.xt_weighting
         if not callable(weighting) and weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS} or a callable, got {weighting!r}")
+            raise ValueError(f"{name('weighting')} must be one of {WEIGHTINGS} or a callable, got {weighting!r}")
         self.weighting = weighting
+
+    def _arg_name(self, arg: str) -> str:
+        """How the user spelled argument ``arg`` (e.g. ``classifier_scale`` when a sampler built this term)."""
+        return getattr(self, "_arg_names", {}).get(arg, arg)
 
     def active(self, sigma: float) -> bool:
         lo, hi = self.sigma_range
@@ -166,12 +184,16 @@ class ClassifierGuidance(GuidanceTerm):
         mode: str | None = None,
         sigma_range: tuple[float, float] | None = None,
         weighting: str | Callable | None = None,
+        arg_names: Mapping[str, str] | None = None,
     ) -> None:
+        names = dict(arg_names or {})
         if mode is None:  # noise-aware classifiers (robaug.diffusion.NoisyClassifier) declare guidance_space="xt"
             mode = getattr(classifier, "guidance_space", "x0")
         if mode not in ("x0", "xt"):
-            raise ValueError(f"mode must be 'x0' (classifier on the denoised estimate) or 'xt' (noise-aware), got {mode!r}")
-        super().__init__(scale, sigma_range=sigma_range, weighting=weighting, space=mode)
+            raise ValueError(f"{names.get('mode', 'mode')} must be 'x0' (classifier on the denoised estimate) or 'xt' "
+                             f"(noise-aware), got {mode!r}")
+        super().__init__(scale, sigma_range=sigma_range, weighting=weighting, space=mode,
+                         arg_names={"space": names.get("mode", "mode"), **names})
         if not callable(classifier):
             raise TypeError(f"classifier must be callable (an nn.Module returning logits), got {type(classifier).__name__}")
         if isinstance(classifier, nn.Module):
@@ -222,7 +244,7 @@ class GuidedDenoiser(nn.Module):
     ) -> None:
         super().__init__()
         self.denoiser = denoiser
-        self.cfg_scale = float(cfg_scale)
+        self.cfg_scale = finite_float("cfg_scale", cfg_scale, hint=" (1 = conditional, 0 = unconditional)")
         self.terms = nn.ModuleList(terms)
         for t in self.terms:
             if not isinstance(t, GuidanceTerm):

@@ -6,13 +6,16 @@ Noise grids: by default DDIM walks the model's own timesteps (``timestep_spacing
 Heun and Euler the Karras grid (eq. 5) rounded to the model's timesteps for discrete-time models.
 
 Randomness: ``seeds=[s_0, ..., s_{B-1}]`` gives every sample its own generator (initial noise, churn and DDIM
-noise are drawn from it in a fixed order), so sample ``i`` is the same for any batch size and any number of
-processes. ``generator=`` draws the whole batch from one ``torch.Generator`` instead, and neither uses the global RNG.
+noise are drawn from it in a fixed order), so sample ``i``'s noise is bit-identical for any batch size and any
+number of processes, and its image equal up to the network's float rounding, which depends on the batch size
+(~1e-6..6e-6 on CPU, docs/sampling.md). ``generator=`` draws the whole batch from one ``torch.Generator`` instead,
+and neither uses the global RNG.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import os
 from typing import Callable, Sequence
 
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from .._core.modules import module_device
+from ._checks import finite_float, optional_finite
 from .denoiser import Denoiser
 from .guidance import ClassifierGuidance, GuidanceTerm, GuidedDenoiser
 from .sampling import SOLVER_FUNCTIONS, SOLVERS, BatchNoise, SeedNoise, sample_loop
@@ -34,6 +38,21 @@ __all__ = [
     "SeedNoise",
     "BatchNoise",
 ]
+
+#: how GuidedDiffusion's arguments spell ClassifierGuidance's (its error messages use these names)
+_CLASSIFIER_ARGS = {"scale": "classifier_scale", "mode": "classifier_mode", "sigma_range": "classifier_sigma_range",
+                    "weighting": "classifier_weighting"}
+
+
+def _check_steps(num_steps) -> int:
+    try:
+        n = operator.index(num_steps)
+    except TypeError:
+        raise TypeError(f"num_steps must be an int, got {type(num_steps).__name__}") from None
+    if n < 1:
+        raise ValueError(f"num_steps must be >= 1, got {n}")
+    return n
+
 
 # ------------------------------------------------------------------------------------------------------------
 # noise grids
@@ -58,8 +77,7 @@ def sampling_sigmas(
     created by rounding are dropped). ``discretization="timesteps"``: the sigmas of ``num_steps`` of the
     model's own timesteps (``timestep_spacing``); ``sigma_min``/``sigma_max``/``rho`` are not used.
     """
-    if int(num_steps) < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    num_steps = _check_steps(num_steps)
     table = getattr(denoiser, "timestep_sigmas", None)
     if discretization == "timesteps":
         if table is None:
@@ -72,8 +90,10 @@ def sampling_sigmas(
         raise ValueError(f"discretization must be 'karras' or 'timesteps', got {discretization!r}")
     d_min = float(getattr(denoiser, "sigma_min", 0.002))
     d_max = float(getattr(denoiser, "sigma_max", 80.0))
-    lo = d_min if sigma_min is None else max(float(sigma_min), d_min)
-    hi = d_max if sigma_max is None else min(float(sigma_max), d_max)
+    sigma_min = optional_finite("sigma_min", sigma_min, lo=0.0, lo_open=True)
+    sigma_max = optional_finite("sigma_max", sigma_max, lo=0.0, lo_open=True)
+    lo = d_min if sigma_min is None else max(sigma_min, d_min)
+    hi = d_max if sigma_max is None else min(sigma_max, d_max)
     if lo > hi:
         raise ValueError(f"empty noise range: sigma_min={lo} > sigma_max={hi} (the denoiser supports [{d_min}, {d_max}])")
     sig = karras_sigmas(int(num_steps), lo, hi, rho, append_zero=False)
@@ -107,7 +127,9 @@ class GuidedDiffusion(nn.Module):
             ``"score"`` in ``xt`` mode; see :mod:`robaug.diffusion.guidance`).
         guidance: more :class:`GuidanceTerm` s (they compose; one backward pass per evaluation).
         grad_through_denoiser: backpropagate ``x0``-space terms through the denoiser (else identity Jacobian).
-        s_churn, s_tmin, s_tmax, s_noise: EDM's stochastic churn (0 = deterministic).
+        s_churn, s_tmin, s_tmax, s_noise: EDM's stochastic churn (``s_churn = 0``: deterministic), applied for
+            ``s_tmin <= sigma <= s_tmax`` (``s_tmax = inf``, the default, means no upper limit); every setting
+            is checked to be finite (``ValueError`` naming it), since a NaN would make every image NaN.
         eta: DDIM stochasticity (solver ``"ddim"`` only).
         discretization: ``"karras"`` or ``"timesteps"``; default: ``"timesteps"`` for DDIM on a discrete-time
             model, else ``"karras"``.
@@ -153,27 +175,45 @@ class GuidedDiffusion(nn.Module):
         from ..hub.resolve import resolve_denoiser
 
         denoiser = resolve_denoiser(denoiser, owner=type(self).__name__)
+        num_steps = _check_steps(num_steps)
         if solver not in SOLVER_FUNCTIONS:
             raise ValueError(f"solver must be one of {tuple(SOLVER_FUNCTIONS.names())}, got {solver!r}")
-        if eta < 0 or (eta and solver != "ddim"):
-            raise ValueError(f"eta={eta}: DDIM's eta must be >= 0 and needs solver='ddim'")
-        if s_churn < 0:
-            raise ValueError(f"s_churn must be >= 0, got {s_churn}")
+        sigma_min = optional_finite("sigma_min", sigma_min, lo=0.0, lo_open=True)
+        sigma_max = optional_finite("sigma_max", sigma_max, lo=0.0, lo_open=True)
+        if sigma_min is not None and sigma_max is not None and sigma_min >= sigma_max:
+            raise ValueError(f"need sigma_min < sigma_max, got sigma_min={sigma_min:g}, sigma_max={sigma_max:g}")
+        rho = finite_float("rho", rho, lo=0.0, lo_open=True, hint=" (EDM uses rho=7)")
+        eta = finite_float("eta", eta, lo=0.0)
+        if eta and solver != "ddim":
+            raise ValueError(f"eta={eta:g} is DDIM's stochasticity and needs solver='ddim' (heun/euler: use s_churn)")
+        s_churn = finite_float("s_churn", s_churn, lo=0.0)
+        s_tmin = finite_float("s_tmin", s_tmin, lo=0.0)
+        s_tmax = finite_float("s_tmax", s_tmax, lo=0.0, allow_inf=True)
+        if s_tmin > s_tmax:
+            raise ValueError(f"need s_tmin <= s_tmax, got s_tmin={s_tmin:g}, s_tmax={s_tmax:g}")
+        s_noise = finite_float("s_noise", s_noise, lo=0.0, hint=" (EDM uses 1.0 to 1.007)")
+        cfg_scale = finite_float("cfg_scale", cfg_scale, hint=" (1 = conditional, 0 = unconditional)")
         if timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
+        if discretization not in (None, "karras", "timesteps"):
+            raise ValueError(f"discretization must be 'karras', 'timesteps' or None, got {discretization!r}")
+        if not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
+            raise TypeError(f"state_dtype must be a floating torch.dtype (torch.float64 or torch.float32), "
+                            f"got {state_dtype!r}")
         if discretization is None:
             discretization = "timesteps" if solver == "ddim" and getattr(denoiser, "discrete", False) else "karras"
         terms = list(guidance)
         if classifier is not None:
-            terms.insert(0, ClassifierGuidance(classifier, classifier_scale, mode=classifier_mode,
-                                               sigma_range=classifier_sigma_range, weighting=classifier_weighting))
+            terms.insert(0, ClassifierGuidance(
+                classifier, classifier_scale, mode=classifier_mode, sigma_range=classifier_sigma_range,
+                weighting=classifier_weighting, arg_names=_CLASSIFIER_ARGS))
         self.guided = GuidedDenoiser(denoiser, cfg_scale=cfg_scale, terms=terms,
                                      grad_through_denoiser=grad_through_denoiser)
-        self.num_steps = int(num_steps)
+        self.num_steps = num_steps
         self.solver = solver
-        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, float(rho)
-        self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = float(s_churn), float(s_tmin), float(s_tmax), float(s_noise)
-        self.eta = float(eta)
+        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
+        self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = s_churn, s_tmin, s_tmax, s_noise
+        self.eta = eta
         self.discretization = discretization
         self.timestep_spacing = timestep_spacing
         self.round_sigmas = bool(round_sigmas)
@@ -181,6 +221,8 @@ class GuidedDiffusion(nn.Module):
         self.state_dtype = state_dtype
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
+        if image_size is not None and (len(image_size) != 2 or any(int(v) < 1 for v in image_size)):
+            raise ValueError(f"image_size must be a positive int or (H, W), got {image_size!r}")
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         self.progress = progress
         self.sigmas()  # validate the grid settings now
@@ -232,6 +274,35 @@ class GuidedDiffusion(nn.Module):
             "sigmas": [round(float(s), 10) for s in self.sigmas()], "num_evals": self.num_evals,
             "image_shape": list(self.image_shape()), **self.guided.config(),
         }
+
+    def __repr__(self) -> str:
+        """The settings in a few lines (not the network's layers)."""
+        d = self.denoiser
+        params = sum(p.numel() for p in d.parameters())
+        classes = "unconditional" if getattr(d, "num_classes", None) is None else \
+            f"{d.num_classes} classes, null_label={getattr(d, 'null_label', None)}"
+        sig = self.sigmas()
+        lines = [
+            f"denoiser={type(d).__name__}({params / 1e6:.2f}M params, {classes}, "
+            f"sigma {float(getattr(d, 'sigma_min', 0)):.4g}..{float(getattr(d, 'sigma_max', 0)):.4g})",
+            f"solver={self.solver!r}, num_steps={self.num_steps} ({self.num_evals} evaluations), "
+            f"discretization={self.discretization!r}, sigma {float(sig[-2]):.4g}..{float(sig[0]):.4g}"
+            + (f", rho={self.rho:g}" if self.discretization == "karras" else f", spacing={self.timestep_spacing!r}"),
+            "churn: none" if not self.s_churn else
+            f"churn: s_churn={self.s_churn:g}, s_tmin={self.s_tmin:g}, s_tmax={self.s_tmax:g}, "
+            f"s_noise={self.s_noise:g}",
+        ]
+        if self.solver == "ddim":
+            lines.append(f"eta={self.eta:g}")
+        lines.append(f"cfg_scale={self.guided.cfg_scale:g}, state_dtype={str(self.state_dtype).replace('torch.', '')}"
+                     + (", clip_denoised=True" if self.clip_denoised else ""))
+        for t in self.terms:
+            cfg = t.config()
+            lo, hi = cfg.pop("sigma_range")
+            kind = cfg.pop("type")
+            cfg["sigma_range"] = f"{lo:g}..{'inf' if hi is None else format(hi, 'g')}"
+            lines.append(f"guidance: {kind}(" + ", ".join(f"{k}={v}" for k, v in cfg.items()) + ")")
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
 
     # -- sampling --------------------------------------------------------------------------------------------
     def _batch(self, class_labels, num_samples, seeds, noise, device) -> tuple[int, torch.Tensor | None]:
@@ -336,7 +407,8 @@ class GuidedDiffusion(nn.Module):
 
         ``class_labels``: an int or ``(B,)`` classes (``None``: unconditional, via the null label);
         ``num_samples``: batch size when no labels/seeds are given; ``seeds``: one int per sample (sample ``i``
-        then does not depend on the batch it is in); ``generator``: one generator for the batch.
+        then does not depend on the batch it is in, up to float rounding); ``generator``: one generator for the
+        batch.
         """
         x = self.sample(class_labels, num_samples, generator=generator, seeds=seeds, noise=noise, progress=progress)
         return (x.float() * 0.5 + 0.5).clamp_(0.0, 1.0)

@@ -31,6 +31,7 @@ import torch
 
 from .._core import rng
 from .._core.registry import Registry
+from ._checks import finite_float
 
 __all__ = [
     "SOLVERS",
@@ -105,9 +106,9 @@ def _grid(sigmas: torch.Tensor | Sequence[float]) -> list[float]:
 def _steps(n: int, progress: bool) -> Iterable[int]:
     if not progress:
         return range(n)
-    from tqdm.auto import tqdm
+    from .._core.progress import progress_bar  # whole lines in log files, silent under ROBAUG_QUIET
 
-    return tqdm(range(n), desc="sampling", unit="step", leave=False)
+    return progress_bar(range(n), desc="sampling", unit="step", leave=False)
 
 
 def _clip(d: torch.Tensor, clip_denoised: bool) -> torch.Tensor:
@@ -133,6 +134,14 @@ def _gamma(s_churn: float, n: int) -> float:
     return min(s_churn / n, math.sqrt(2.0) - 1.0) if s_churn > 0 else 0.0
 
 
+def _check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None:
+    """The churn settings every solver takes: finite (``s_tmax = inf``: no upper limit) and ``>= 0``."""
+    finite_float("s_churn", s_churn, lo=0.0)
+    finite_float("s_tmin", s_tmin, lo=0.0)
+    finite_float("s_tmax", s_tmax, lo=0.0, allow_inf=True)
+    finite_float("s_noise", s_noise, lo=0.0)
+
+
 def _default_noise(noise: NoiseSource | None, needed: bool, x: torch.Tensor) -> NoiseSource | None:
     return BatchNoise(None, x.device) if needed and noise is None else noise
 
@@ -149,6 +158,7 @@ def sample_euler(
     progress: bool = False,
 ) -> torch.Tensor:
     """Euler steps of the probability-flow ODE (with EDM churn when ``s_churn > 0``); N network evaluations."""
+    _check_churn(s_churn, s_tmin, s_tmax, s_noise)
     sig = _grid(sigmas)
     n = len(sig) - 1
     gamma = _gamma(s_churn, n)
@@ -173,6 +183,7 @@ def sample_heun(
 ) -> torch.Tensor:
     """EDM Algorithm 2: an Euler step, then the trapezoidal (Heun) correction except on the step to
     ``sigma = 0``; 2N - 1 network evaluations."""
+    _check_churn(s_churn, s_tmin, s_tmax, s_noise)
     sig = _grid(sigmas)
     n = len(sig) - 1
     gamma = _gamma(s_churn, n)
@@ -201,8 +212,8 @@ def sample_ddim(
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021) in the VE view: ``x_{i+1} = x0_hat + sigma_down * eps + sigma_up * z``;
     ``eta = 0`` is deterministic (the Euler step), ``eta = 1`` ancestral sampling. N network evaluations."""
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    finite_float("eta", eta, lo=0.0)
+    _check_churn(s_churn, s_tmin, s_tmax, s_noise)
     sig = _grid(sigmas)
     n = len(sig) - 1
     gamma = _gamma(s_churn, n)

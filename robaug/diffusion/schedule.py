@@ -16,11 +16,13 @@ tables are float64.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from ._checks import finite_float
 from ._ddpm import DDPM_SCHEDULER_CONFIG, ddpm_scheduler_config
 
 __all__ = [
@@ -204,11 +206,20 @@ def karras_sigmas(
         sigma_i = (sigma_max^(1/rho) + i/(n-1) * (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  i = 0..n-1,
 
     followed by ``sigma_n = 0`` when ``append_zero`` (so ``n + 1`` values, as EDM's sampler uses them).
+    Needs ``n >= 1``, ``0 < sigma_min <= sigma_max`` (finite) and a finite ``rho > 0`` (``ValueError`` otherwise).
     """
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n (the number of steps) must be an int, got {type(n).__name__}") from None
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not 0 < sigma_min <= sigma_max:
-        raise ValueError(f"need 0 < sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        raise ValueError(f"n (the number of steps) must be >= 1, got {n}")
+    sigma_min = finite_float("sigma_min", sigma_min, lo=0.0, lo_open=True)
+    sigma_max = finite_float("sigma_max", sigma_max, lo=0.0, lo_open=True)
+    if sigma_min > sigma_max:
+        raise ValueError(f"need sigma_min <= sigma_max, got sigma_min={sigma_min:g} > sigma_max={sigma_max:g}; "
+                         "swap them")
+    rho = finite_float("rho", rho, lo=0.0, lo_open=True, hint=" (EDM uses rho=7; rho=1 is a uniform grid)")
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sig = (hi + ramp * (lo - hi)) ** rho

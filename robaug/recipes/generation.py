@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._core.io import sweep_temporaries
 from .._core.modules import module_device
+from .._core.progress import progress_bar
 from ..data.shards.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -38,9 +41,9 @@ from ..data.shards.format import (
     write_manifest,
 )
 from ..data.shards.writer import (
-    shard_done,
     shard_file,
     shard_record_path,
+    shard_state,
     write_selection,
     write_shard,
     write_shard_record,
@@ -49,6 +52,8 @@ from ..data.shards.writer import (
 __all__ = ["generate_dataset", "sample_seed"]
 
 _SEED_SHIFT = 32
+#: the lock a run holds on its output folder (a second run on the same folder waits or stops)
+LOCK_NAME = ".robaug-generate.lock"
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -118,8 +123,9 @@ def generate_dataset(
     keep_fraction: float | None = None,
     model_name: str | None = None,
     overwrite: bool = False,
-    verify: bool = False,
+    verify: bool = True,
     progress: bool = True,
+    lock_timeout: float = 0.0,
 ) -> dict:
     """Generate ``num_samples`` class-balanced images with ``sampler`` into shard folder ``out_dir``.
 
@@ -130,22 +136,39 @@ def generate_dataset(
     the classifier's predicted class becomes the label) and select the top fraction per class. Existing shards of
     the same run are kept (resume); a folder holding a different run raises unless ``overwrite``. Returns the
     final manifest.
+
+    Resuming re-checks the shards it skips: their size always (free), their sha256 too with ``verify`` (default;
+    hashing a 30 MB shard costs ~0.05 s, against minutes to generate it); a damaged shard is regenerated. One run
+    at a time per folder: the run holds ``out_dir/.robaug-generate.lock`` and a second run waits ``lock_timeout``
+    seconds (negative: forever) for it, then raises ``BlockingIOError``. Temporary files of a killed run are
+    deleted at the start. A batch with NaN/inf values is never written (``ValueError`` naming the shard).
     """
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"out_dir {root} is a file, not a folder: choose another output folder (--out)")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     num_samples, shard_size, batch_size = int(num_samples), int(shard_size), int(batch_size)
-    if num_samples < 1 or shard_size < 1 or batch_size < 1:
-        raise ValueError("num_samples, shard_size and batch_size must all be >= 1")
+    for name, v in (("num_samples", num_samples), ("shard_size", shard_size), ("batch_size", batch_size)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    sample_seed(int(seed), 0)  # checks the seed's range now, not at the first batch
     if num_samples > (1 << _SEED_SHIFT):
         raise ValueError("at most 2**32 samples per run (use another seed for more)")
     if (keep_fraction is None) != (filter_classifier is None):
         raise ValueError("confidence filtering needs both filter_classifier and keep_fraction")
-    if keep_fraction is not None and not 0.0 < keep_fraction <= 1.0:
+    if keep_fraction is not None and not 0.0 < keep_fraction <= 1.0:  # NaN fails too
         raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
     denoiser = getattr(sampler, "denoiser", None)
+    model_classes = getattr(denoiser, "num_classes", None)
     if num_classes is None:
-        num_classes = getattr(denoiser, "num_classes", None)
+        num_classes = model_classes
+    elif int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    elif model_classes is not None and int(num_classes) > model_classes:
+        raise ValueError(f"num_classes={num_classes} but the model has {model_classes} classes: use num_classes <= "
+                         f"{model_classes} (or leave it out to use the model's)")
+    num_classes = None if num_classes is None else int(num_classes)
     from ..diffusion.guidance import ClassifierGuidance
 
     if num_classes is None and any(isinstance(t, ClassifierGuidance) for t in getattr(sampler, "terms", [])):
@@ -169,6 +192,39 @@ def generate_dataset(
             "fingerprint": _fingerprint(filter_classifier)},
     }
 
+    lock = None
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = _acquire(root, lock_timeout)
+    try:
+        if rank == 0:  # the lock holder is the only writer: every robaug temporary file here is a dead run's
+            sweep_temporaries(root, older_than=0.0)
+            sweep_temporaries(root / SHARD_DIR, older_than=0.0)
+        return _run(root, plan, sampler, num_samples, shard_size, batch_size, seed, num_classes, layout,
+                    filter_classifier, keep_fraction, overwrite, verify, progress, rank, world)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _acquire(root: Path, timeout: float):
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(root / LOCK_NAME))
+    try:
+        lock.acquire(timeout=float(timeout))
+    except Timeout:
+        raise BlockingIOError(
+            f"another `robaug generate` is writing to {root} (it holds {root / LOCK_NAME}): wait for it to finish, "
+            "or use another output folder; rerun the same command afterwards to resume or check the result"
+        ) from None
+    return lock
+
+
+def _run(root: Path, plan: dict, sampler, num_samples: int, shard_size: int, batch_size: int, seed: int,
+         num_classes: int | None, layout: str, filter_classifier, keep_fraction, overwrite: bool, verify: bool,
+         progress: bool, rank: int, world: int) -> dict:
+    num_shards = plan["num_shards"]
     # -- create or check the run (rank 0 first) ---------------------------------------------------------------
     manifest_path = root / MANIFEST_NAME
     if rank == 0:
@@ -196,13 +252,20 @@ def generate_dataset(
             raise RuntimeError(f"rank {rank}: settings differ from rank 0's in {diff}; every rank needs the same arguments")
 
     # -- this rank's shards ---------------------------------------------------------------------------------
-    todo = [k for k in range(rank, num_shards, world) if not shard_done(root, k, verify)]
+    todo = []
+    for k in range(rank, num_shards, world):
+        done, problem = shard_state(root, k, verify)
+        if problem is not None:
+            print(f"robaug generate: {problem}; generating shard {k} again", file=sys.stderr)
+            shard_record_path(root, k).unlink(missing_ok=True)
+        if not done:
+            todo.append(k)
+    if todo and load_manifest(root).get("complete"):  # a damaged shard of a finished run is being redone
+        write_manifest(root, {**load_manifest(root), "complete": False})
     total = sum(min(shard_size, num_samples - k * shard_size) for k in todo)
     bar = None
     if progress and rank == 0 and total:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="img", desc=f"generate (rank 0 of {world})", smoothing=0.05)
+        bar = progress_bar(total=total, unit="img", desc=f"generate (rank 0 of {world})", smoothing=0.05)
     try:
         for k in todo:
             start = k * shard_size
@@ -213,6 +276,11 @@ def generate_dataset(
                 lab = idx % num_classes if num_classes else None
                 seeds = [sample_seed(seed, int(j)) for j in idx]
                 x = sampler(class_labels=lab, seeds=seeds) if lab is not None else sampler(seeds=seeds)
+                if not bool(torch.isfinite(x).all()):  # one sync per batch; NaN would become black pixels
+                    raise ValueError(
+                        f"shard {k} (samples {int(idx[0])}..{int(idx[-1])}): the sampler returned NaN/inf images, "
+                        "nothing of this shard was written. Check the guidance settings (cfg_scale, classifier / "
+                        "contrastive scale), try state_dtype float64 or model_dtype float32, then rerun to resume")
                 u8 = x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
                 if filter_classifier is not None:
                     conf, lab = _confidence(filter_classifier, u8, lab)
@@ -230,7 +298,7 @@ def generate_dataset(
             sha = write_shard(root / rel, images.contiguous(), lab_all, **extra)
             counts = torch.bincount(lab_all.clamp(min=0), minlength=num_classes or 0).tolist() if (lab_all >= 0).any() else []
             write_shard_record(root, k, {
-                "index": k, "file": rel, "start": start, "count": stop - start,
+                "index": k, "file": rel, "start": start, "count": stop - start, "bytes": (root / rel).stat().st_size,
                 "seed_start": sample_seed(seed, start), "sha256": sha, "class_counts": counts})
     finally:
         if bar is not None:

@@ -70,3 +70,66 @@ def test_help_names_the_command_and_shows_defaults(capsys):
     assert exit_.value.code == 0 and out.startswith("usage: robaug generate ")
     assert "(default: 10000)" in out and "(default: heun)" in out  # --shard-size, --solver
     assert "robaug generate --model fmnist-ddpm" in out and "torchrun" in out  # the examples, kept as written
+
+
+GEN = ["--model", "_generate_models:make_denoiser", "--num-samples", "4", "--shard-size", "2", "--batch-size", "2",
+       "--steps", "2"]
+
+
+@pytest.mark.parametrize("flags,pattern", [
+    (["--cfg-scale", "nan"], r"--cfg-scale must be a finite number"),
+    (["--s-noise", "inf"], r"--s-noise must be a finite number"),
+    (["--contrastive-scale=-inf"], r"--contrastive-scale must be a finite number"),
+    (["--num-samples", "0"], r"--num-samples must be >= 1"),
+    (["--steps", "0"], r"--steps must be >= 1"),
+    (["--keep-fraction", "nan"], r"--keep-fraction"),
+])
+def test_bad_numbers_are_refused_before_the_model_is_loaded(tmp_path, flags, pattern):
+    from robaug.generate import main_generate
+
+    # the model spec points at a module that does not exist: the flag check must come first
+    with pytest.raises(ValueError, match=pattern):
+        main_generate(["--model", "no_such_module_xyz:f", "--out", str(tmp_path / "o"), "--num-samples", "4", *flags])
+    assert not (tmp_path / "o").exists()
+
+
+def test_model_specs_that_are_not_denoisers_and_too_many_classes(tmp_path):
+    from robaug.generate import main_generate
+
+    with pytest.raises(ValueError, match=r"--model os:getcwd gave a str, not a robaug Denoiser"):
+        main_generate(["--model", "os:getcwd", "--out", str(tmp_path / "o"), "--num-samples", "4"])
+    with pytest.raises(ValueError, match=r"--model os:no_such_thing: .*has no attribute 'no_such_thing'"):
+        main_generate(["--model", "os:no_such_thing", "--out", str(tmp_path / "o"), "--num-samples", "4"])
+    with pytest.raises(ValueError, match=r"--num-classes 12: the model .* has 3 classes"):
+        main_generate([*GEN, "--num-classes", "12", "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_quiet_writes_only_the_result_to_stdout(tmp_path, capsys, monkeypatch):
+    from robaug.generate import main_generate
+
+    monkeypatch.setenv("ROBAUG_QUIET", "0")  # restored after the test (--quiet sets it to 1)
+    assert main_generate([*GEN, "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and cap.out.strip() == f"{tmp_path / 'q'}: 4 images in 2 shards"
+    import os
+
+    assert os.environ["ROBAUG_QUIET"] == "1"
+    monkeypatch.setenv("ROBAUG_QUIET", "0")
+    assert main_generate([*GEN, "--out", str(tmp_path / "v"), "--no-verify", "--lock-timeout", "5"]) == 0
+    cap = capsys.readouterr()
+    assert "generate (rank 0 of 1)" in cap.err and "4 images in 2 shards" in cap.out
+
+
+def test_a_locked_folder_is_a_one_line_error(tmp_path, capsys):
+    pytest.importorskip("robaug.cli._common", reason="needs the robaug/cli/ package (issue 10)")
+    from filelock import FileLock
+
+    from robaug.cli import generate as cli_generate
+    from robaug.recipes.generation import LOCK_NAME
+
+    (tmp_path / "o").mkdir()
+    with FileLock(str(tmp_path / "o" / LOCK_NAME)):
+        assert cli_generate.main([*GEN, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another `robaug generate` is writing to" in err[0]

@@ -80,3 +80,73 @@ def test_datasets_random_access_and_streaming(tmp_path):
     assert sorted(torch.cat([y for _, y in loader]).tolist()) == list(range(17))
     x, y = load_shards(tmp_path / "sh")
     assert x.shape == (17, 1, 4, 4) and torch.equal(y, torch.arange(17))
+
+
+def _folder(tmp_path, n=12, shard_size=4):
+    imgs = np.random.default_rng(2).integers(0, 256, (n, 4, 4, 1), dtype=np.uint8)
+    write_npz(tmp_path / "a.npz", imgs, np.arange(n))
+    npz_to_shards(tmp_path / "a.npz", tmp_path / "sh", shard_size=shard_size)
+    return tmp_path / "sh"
+
+
+def test_verify_catches_a_flipped_bit_in_every_reader(tmp_path):
+    root = _folder(tmp_path)
+    shard = root / "shards" / "shard-000001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-20] ^= 0x01  # one bit of the array data (safetensors puts the arrays after the header)
+    shard.write_bytes(bytes(data))
+    # unverified readers return the flipped pixel as is (that is what verify= is for) ...
+    assert len(load_shards(root)[0]) == 12 and ShardDataset(root)[5] is not None
+    # ... verified ones refuse the shard, naming it
+    ds = ShardDataset(root, verify=True)
+    assert int(ds[0][1]) == 0  # intact shard 0 reads fine
+    with pytest.raises(ValueError, match=r"shard-000001\.safetensors: sha256 mismatch"):
+        ds[5]
+    with pytest.raises(ValueError, match=r"shard-000001\.safetensors.*sha256 mismatch"):
+        list(ShardStream(root, verify=True))
+    with pytest.raises(ValueError, match=r"shard-000001\.safetensors.*rerunning"):
+        load_shards(root, verify=True)
+    assert len(list(ShardStream(root))) == 12
+
+
+def test_verify_without_checksums_in_the_manifest_is_an_error_not_a_pass(tmp_path):
+    import json
+
+    root = _folder(tmp_path)
+    m = json.loads((root / "manifest.json").read_text())
+    for s in m["shards"]:
+        del s["sha256"]
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="no sha256"):
+        ShardDataset(root, verify=True)[0]
+    with pytest.raises(ValueError, match="no sha256"):
+        list(ShardStream(root, verify=True))
+    assert len(list(ShardStream(root))) == 12
+
+
+def test_a_truncated_shard_is_named_with_the_fix(tmp_path):
+    root = _folder(tmp_path)
+    shard = root / "shards" / "shard-000002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:40])
+    for read in (lambda: ShardDataset(root)[9], lambda: list(ShardStream(root)), lambda: load_shards(root),
+                 lambda: read_shard(shard)):
+        with pytest.raises(ValueError, match=r"shard-000002\.safetensors: cannot read this shard .*truncated") as err:
+            read()
+        assert "robaug generate" in str(err.value)
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match=r"shard-000002\.safetensors: shard file missing"):
+        ShardDataset(root)[9]
+
+
+def test_files_get_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    for mask, mode in ((0o022, 0o644), (0o027, 0o640), (0o002, 0o664)):
+        old = os.umask(mask)
+        try:
+            root = _folder(tmp_path / oct(mask))
+        finally:
+            os.umask(old)
+        for p in [root / "manifest.json", *sorted((root / "shards").iterdir())]:
+            assert stat.S_IMODE(p.stat().st_mode) == mode, (p, oct(p.stat().st_mode))

@@ -269,3 +269,46 @@ def test_image_size_for_size_agnostic_denoiser_and_float32_state():
     s = GuidedDiffusion(D, num_steps=3, image_size=(6, 10), state_dtype=torch.float32)
     out = s.sample(num_samples=2, seeds=[0, 1])
     assert out.shape == (2, 3, 6, 10) and out.dtype == torch.float32
+
+
+def test_repr_shows_the_settings_in_a_few_lines_not_the_network(unet):
+    d = DiffusersDenoiser(unet, SCHED, num_classes=3, null_label=3)
+    text = repr(GuidedDiffusion(d, num_steps=5, solver="heun", cfg_scale=1.5, s_churn=2.0))
+    lines = text.splitlines()
+    assert len(lines) <= 8 and len(repr(unet).splitlines()) > 30
+    assert lines[0] == "GuidedDiffusion(" and "DiffusersDenoiser(" in lines[1] and "3 classes" in lines[1]
+    params = sum(p.numel() for p in unet.parameters()) / 1e6
+    assert f"{params:.2f}M params" in lines[1]
+    assert "solver='heun', num_steps=5 (9 evaluations)" in text and "cfg_scale=1.5" in text
+    assert "s_churn=2" in text and "Conv2d" not in text
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    text = repr(GuidedDiffusion(d, num_steps=3, classifier=clf, classifier_scale=0.5))
+    assert "guidance: ClassifierGuidance(scale=0.5" in text and "Linear" not in text
+
+
+def test_progress_bar_writes_whole_lines_to_a_log_and_is_silent_when_quiet(capsys, monkeypatch):
+    sampler = GuidedDiffusion(tiny_denoiser(), num_steps=6, solver="euler")
+    monkeypatch.delenv("ROBAUG_QUIET", raising=False)
+    sampler(torch.tensor([0, 1]), seeds=[0, 1], progress=True)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and 1 <= len(lines) <= 7 and all(line.startswith("sampling") for line in lines)
+    assert "6/6" in lines[-1]
+    monkeypatch.setenv("ROBAUG_QUIET", "1")
+    sampler(torch.tensor([0, 1]), seeds=[0, 1], progress=True)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("solver,kw", [("heun", {"s_churn": 10.0}), ("ddim", {"eta": 1.0})])
+def test_per_sample_noise_is_bit_identical_whatever_the_batch(solver, kw):
+    """With an elementwise denoiser (no batch-size-dependent kernels) whole stochastic trajectories are bit-identical:
+    the initial, churn and DDIM noise of sample i depend only on seeds[i] (docs/sampling.md: with a real network
+    only the network's rounding differs)."""
+    d = CallableDenoiser(lambda x, s, y=None: torch.tanh(x) * 0.7, in_channels=1, sample_size=4,
+                         sigma_min=0.01, sigma_max=20.0)
+    sampler = GuidedDiffusion(d, num_steps=5, solver=solver, **kw)
+    seeds = [11, 22, 33, 44, 55]
+    full = sampler(seeds=seeds)
+    parts = torch.cat([sampler(seeds=seeds[:1]), sampler(seeds=seeds[1:4]), sampler(seeds=seeds[4:])])
+    assert torch.equal(full, parts)
+    assert not torch.equal(full[0], full[1])

@@ -153,3 +153,134 @@ def test_two_processes_make_the_same_dataset_as_one(tmp_path):
     assert shard_hashes(one) == shard_hashes(two) and len(shard_hashes(one)) == 8
     m1, m2 = load_manifest(one), load_manifest(two)
     assert m1["shards"] == m2["shards"] and m2["complete"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# nothing silent: bad settings, non-finite images, damaged shards, two runs on one folder, umask
+
+
+class NaNFromSample3(GuidedDiffusion):
+    """A sampler whose batches containing sample index >= 3 come out with one NaN (or inf) pixel."""
+
+    bad = float("nan")
+
+    def forward(self, class_labels=None, num_samples=None, *, seeds=None, **kw):
+        x = super().forward(class_labels, num_samples, seeds=seeds, **kw)
+        if max(seeds) % (1 << 32) >= 3:
+            x[-1, 0, 0, 0] = self.bad
+        return x
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_batch_is_never_written(tmp_path, bad):
+    s = NaNFromSample3(make_denoiser(), num_steps=2)
+    s.bad = bad
+    out = tmp_path / "nan"
+    with pytest.raises(ValueError, match=r"shard 1 \(samples 3\.\.5\): the sampler returned NaN/inf"):
+        generate_dataset(out, s, 9, shard_size=3, batch_size=3, progress=False)
+    assert (out / "shards" / "shard-000000.json").is_file()  # the finished shard stays, valid for a resume
+    assert not (out / "shards" / "shard-000001.safetensors").exists()
+    assert not (out / "shards" / "shard-000001.json").exists()
+    assert not load_manifest(out)["complete"]
+
+
+def test_bad_counts_classes_and_folders_are_refused_before_any_work(tmp_path):
+    out = tmp_path / "x"
+    with pytest.raises(ValueError, match=r"num_classes=12 but the model has 3 classes"):
+        generate_dataset(out, sampler(), 10, num_classes=12, progress=False)
+    with pytest.raises(ValueError, match=r"num_classes must be >= 1"):
+        generate_dataset(out, sampler(), 10, num_classes=0, progress=False)
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1"):
+        generate_dataset(out, sampler(), 10, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match=r"seed must lie"):
+        generate_dataset(out, sampler(), 10, seed=-1, progress=False)
+    assert not out.exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"afile is a file, not a folder"):
+        generate_dataset(tmp_path / "afile", sampler(), 2, progress=False)
+    m = generate_dataset(out, sampler(), 4, num_classes=2, shard_size=4, progress=False)  # fewer classes: fine
+    assert load_shards(out)[1].tolist() == [0, 1, 0, 1] and m["num_classes"] == 2
+
+
+def test_a_second_run_on_one_folder_stops_or_waits_for_the_first(tmp_path):
+    import threading
+
+    from filelock import FileLock
+
+    from robaug.recipes.generation import LOCK_NAME
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    first = FileLock(str(out / LOCK_NAME), thread_local=False)  # stands for a running `robaug generate`
+    first.acquire()
+    try:
+        with pytest.raises(BlockingIOError, match=r"another `robaug generate` is writing to .*locked"):
+            generate_dataset(out, sampler(), 3, shard_size=3, progress=False)
+        with pytest.raises(BlockingIOError):
+            generate_dataset(out, sampler(), 3, shard_size=3, progress=False, lock_timeout=0.3)
+        assert not (out / "manifest.json").exists()  # nothing done twice
+        threading.Timer(0.5, first.release).start()
+        t0 = time.monotonic()
+        m = generate_dataset(out, sampler(), 3, shard_size=3, progress=False, lock_timeout=60)
+        assert m["complete"] and time.monotonic() - t0 >= 0.45  # it waited for the first run
+    finally:
+        first.release(force=True)
+    probe = FileLock(str(out / LOCK_NAME))
+    probe.acquire(timeout=0)  # released at the end of the run
+    probe.release()
+
+
+def test_stale_temporaries_are_swept_and_files_follow_the_umask(tmp_path):
+    import stat
+
+    out = tmp_path / "run"
+    old = os.umask(0o027)
+    try:
+        generate_dataset(out, sampler(), 6, shard_size=3, batch_size=3, progress=False)
+        stale = [out / ".manifest.0123456789ab.robaug-tmp.json",
+                 out / "shards" / ".shard-000001.0123456789ab.robaug-tmp.safetensors"]
+        for p in stale:
+            p.write_bytes(b"half a file")  # fresh mtime: the lock holder sweeps them anyway
+        keep = out / "shards" / "notes.txt"
+        keep.write_text("mine")
+        generate_dataset(out, sampler(), 6, shard_size=3, batch_size=3, progress=False)
+    finally:
+        os.umask(old)
+    assert not any(p.exists() for p in stale) and keep.exists()
+    written = [out / "manifest.json", *sorted((out / "shards").glob("shard-*"))]
+    assert len(written) == 5
+    for p in written:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640, (p, oct(p.stat().st_mode))
+
+
+def test_resume_checks_the_size_always_and_the_sha256_by_default(tmp_path, capsys):
+    out = tmp_path / "run"
+    m = generate_dataset(out, sampler(), 9, shard_size=3, batch_size=3, progress=False)
+    assert all(s["bytes"] == (out / s["file"]).stat().st_size for s in m["shards"])
+    ref = shard_hashes(out)
+    p0, p1 = out / "shards" / "shard-000000.safetensors", out / "shards" / "shard-000001.safetensors"
+    p0.write_bytes(p0.read_bytes()[:-1])  # truncated
+    data = bytearray(p1.read_bytes())
+    data[-5] ^= 0x10  # same size, one bit flipped
+    p1.write_bytes(bytes(data))
+    capsys.readouterr()
+    generate_dataset(out, sampler(), 9, shard_size=3, batch_size=3, progress=False, verify=False)
+    err = capsys.readouterr().err
+    assert "shard-000000.safetensors" in err and "truncated" in err and "shard-000001" not in err
+    assert shard_hashes(out)["shard-000000.safetensors"] == ref["shard-000000.safetensors"]
+    assert shard_hashes(out)["shard-000001.safetensors"] != ref["shard-000001.safetensors"]  # size check only
+    m = generate_dataset(out, sampler(), 9, shard_size=3, batch_size=3, progress=False)  # default: verify
+    err = capsys.readouterr().err
+    assert "shard-000001.safetensors: sha256 differs" in err and "generating shard 1 again" in err
+    assert shard_hashes(out) == ref and m["complete"]
+    assert [s["sha256"] for s in m["shards"]] == [ref[p] for p in sorted(ref)]
+
+
+def test_progress_goes_to_stderr_in_whole_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ROBAUG_QUIET", raising=False)
+    generate_dataset(tmp_path / "p", sampler(), 20, shard_size=10, batch_size=2, progress=True)
+    cap = capsys.readouterr()
+    lines = cap.err.splitlines()
+    assert cap.out == "" and "\r" not in cap.err
+    assert 2 <= len(lines) <= 12 and all(line.startswith("generate (rank 0 of 1)") for line in lines)
+    assert "20/20" in lines[-1]

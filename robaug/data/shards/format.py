@@ -24,7 +24,7 @@ from safetensors import safe_open
 from ..._core.io import atomic_write_json, sha256_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "SELECTION_NAME", "SHARD_DIR", "LAYOUTS", "shard_name",
-           "atomic_write_json", "load_manifest", "write_manifest", "read_shard"]
+           "atomic_write_json", "load_manifest", "write_manifest", "read_shard", "open_shard", "verify_file"]
 
 FORMAT = "robaug-shards"
 FORMAT_VERSION = 1
@@ -55,17 +55,54 @@ def write_manifest(root: str | os.PathLike, manifest: Mapping) -> None:
     atomic_write_json(Path(root) / MANIFEST_NAME, dict(manifest))
 
 
-def read_shard(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """All arrays of one shard; with ``sha256`` the file is verified first."""
+#: what to do about a damaged shard (every reader's error says it)
+_FIX = ("regenerate it by rerunning the same `robaug generate` command (it re-checks every shard and rewrites "
+        "damaged ones), or restore the file from a copy")
+
+
+def verify_file(path: str | os.PathLike, sha256: str | None) -> None:
+    """``ValueError`` naming ``path`` unless the file's sha256 is ``sha256`` (a manifest without a checksum for
+    the file cannot be verified: that is an error too, so ``verify=True`` never passes silently)."""
     path = Path(path)
-    if sha256 is not None:
-        got = sha256_file(path)
-        if got != sha256:
-            raise ValueError(f"{path}: sha256 mismatch (expected {sha256}, got {got}); the shard is corrupted")
+    if not sha256:
+        raise ValueError(f"{path}: the manifest records no sha256 for this file, so it cannot be verified; "
+                         "read it with verify=False")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: shard file missing; {_FIX}")
+    got = sha256_file(path)
+    if got != sha256:
+        raise ValueError(f"{path}: sha256 mismatch (expected {sha256[:16]}..., got {got[:16]}...): the file is "
+                         f"corrupted; {_FIX}")
+
+
+def open_shard(path: str | os.PathLike):
+    """``safetensors.safe_open`` of a shard, with an error that names the file and the fix when it is missing,
+    truncated or not a safetensors file (safetensors' own message names neither)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: shard file missing; {_FIX}")
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # safetensors.SafetensorError (not exported everywhere) or an OSError
+        raise ValueError(f"{path}: cannot read this shard ({err}); the file is truncated or corrupted: {_FIX}") from err
+
+
+def read_shard(path: str | os.PathLike, sha256: str | None = None, *,
+               verify: bool | None = None) -> dict[str, torch.Tensor]:
+    """All arrays of one shard. With ``sha256`` (or ``verify=True``, which then needs ``sha256``) the file's checksum
+    is checked first; a damaged file raises a ``ValueError`` naming it."""
+    path = Path(path)
+    if verify is None:
+        verify = sha256 is not None
+    if verify:
+        verify_file(path, sha256)
     out = {}
-    with safe_open(str(path), framework="pt") as f:
-        for k in f.keys():
-            out[k] = f.get_tensor(k)
+    with open_shard(path) as f:
+        try:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+        except Exception as err:
+            raise ValueError(f"{path}: cannot read this shard ({err}); the file is corrupted: {_FIX}") from err
     return out
 
 

@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from safetensors import safe_open
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..._core.io import sha256_file
 from .format import (
     LAYOUTS,
     ShardIndex,
     check_complete,
     load_manifest,
+    open_shard,
     read_selection,
     read_shard,
     to_chw,
+    verify_file,
 )
 
 __all__ = ["ShardDataset", "ShardStream", "load_shards"]
@@ -33,7 +33,10 @@ class ShardDataset(Dataset):
     dataset never holds more than the requested images in RAM.
 
     ``subset``: ``"auto"`` (the confidence-filtered selection when the dataset has one, else everything),
-    ``"all"`` or ``"selected"``. ``verify=True`` checks every shard's sha256 on first open.
+    ``"all"`` or ``"selected"``. ``verify=True`` checks each shard's sha256 against the manifest when
+    the shard is first opened (in each DataLoader worker: a damaged shard raises a ``ValueError`` naming the file;
+    a manifest without checksums cannot be verified and raises too). Without it, a truncated file is still caught
+    when opened, but a flipped bit inside the data is not.
     """
 
     def __init__(
@@ -72,11 +75,9 @@ class ShardDataset(Dataset):
         if h is None:
             path = self._index.path(k)
             if self.verify and k not in self._verified:
-                want = self._index.shards[k].get("sha256")
-                if want and sha256_file(path) != want:
-                    raise ValueError(f"{path}: sha256 mismatch; the shard is corrupted")
+                verify_file(path, self._index.shards[k].get("sha256"))
                 self._verified.add(k)
-            h = safe_open(str(path), framework="pt")
+            h = open_shard(path)
             self._handles[k] = h
             while len(self._handles) > self.max_open_shards:
                 self._handles.popitem(last=False)
@@ -111,7 +112,8 @@ class ShardStream(IterableDataset):
     initialised) and DataLoader workers; with ``shuffle`` the shard order and the samples inside each shard are
     permuted from ``seed + epoch`` (call :meth:`set_epoch` each epoch). Memory: one shard at a time per worker.
     Ranks may receive a different number of samples when the shards do not split evenly; use
-    ``drop_uneven=True`` to give every rank the same number of shards.
+    ``drop_uneven=True`` to give every rank the same number of shards. ``verify=True`` checks each shard's sha256
+    against the manifest before reading it (a damaged shard raises a ``ValueError`` naming the file).
     """
 
     def __init__(
@@ -166,7 +168,7 @@ class ShardStream(IterableDataset):
         layout = self._index.layout
         for k in shards:
             rec = self._index.shards[k]
-            data = read_shard(self._index.path(k), rec.get("sha256") if self.verify else None)
+            data = read_shard(self._index.path(k), rec.get("sha256"), verify=self.verify)
             imgs, labels = to_chw(data["image"], layout), data["label"]
             idx = torch.arange(imgs.shape[0])
             if self.selection is not None:
@@ -186,8 +188,10 @@ class ShardStream(IterableDataset):
                 yield img, label
 
 
-def load_shards(root: str | os.PathLike, *, subset: str = "auto", layout: str = "NCHW") -> tuple[torch.Tensor, torch.Tensor]:
-    """Load a (small) shard dataset into memory: ``(images uint8 (N, C, H, W) or NHWC, labels int64)``."""
+def load_shards(root: str | os.PathLike, *, subset: str = "auto", layout: str = "NCHW",
+                verify: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a (small) shard dataset into memory: ``(images uint8 (N, C, H, W) or NHWC, labels int64)``;
+    ``verify=True`` checks every shard's sha256 against the manifest first."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     root = Path(root)
@@ -196,7 +200,7 @@ def load_shards(root: str | os.PathLike, *, subset: str = "auto", layout: str = 
     index = ShardIndex(root, m)
     imgs, labels = [], []
     for k, rec in enumerate(index.shards):
-        d = read_shard(index.path(k))
+        d = read_shard(index.path(k), rec.get("sha256"), verify=verify)
         imgs.append(d["image"])
         labels.append(d["label"])
     x, y = torch.cat(imgs), torch.cat(labels)

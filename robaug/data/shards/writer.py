@@ -16,7 +16,8 @@ from safetensors.torch import save as st_save
 from ..._core.io import atomic_write_bytes, sha256_file
 from .format import SELECTION_NAME, SHARD_DIR, atomic_write_json, shard_name
 
-__all__ = ["write_shard", "shard_file", "shard_record_path", "write_shard_record", "shard_done", "write_selection"]
+__all__ = ["write_shard", "shard_file", "shard_record_path", "write_shard_record", "shard_done", "shard_state",
+           "write_selection"]
 
 
 def _as_tensor(a: Any, dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -59,19 +60,31 @@ def write_shard_record(root: str | os.PathLike, k: int, record: dict) -> None:
     atomic_write_json(shard_record_path(root, k), record)
 
 
-def shard_done(root: str | os.PathLike, k: int, verify: bool = False) -> bool:
-    """True when shard ``k`` has a record and its file exists (and, with ``verify``, has the recorded sha256)."""
+def shard_state(root: str | os.PathLike, k: int, verify: bool = False) -> tuple[bool, str | None]:
+    """``(done, problem)`` of shard ``k``: done when it has a record and its file exists with the recorded size
+    (``bytes``, a stat: free) and, with ``verify``, the recorded sha256 (reads the file). ``problem`` says why a
+    recorded shard is unusable (``None`` when it is fine or was simply never finished)."""
     side = shard_record_path(root, k)
     if not side.is_file():
-        return False
+        return False, None
     try:
         rec = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    path = Path(root) / rec["file"]
+        path = Path(root) / rec["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False, f"{side}: unreadable shard record"
     if not path.is_file():
-        return False
-    return not verify or sha256_file(path) == rec.get("sha256")
+        return False, f"{path}: file missing"
+    size = rec.get("bytes")
+    if size is not None and path.stat().st_size != int(size):
+        return False, f"{path}: {path.stat().st_size} bytes, the record says {size} (truncated or replaced)"
+    if verify and sha256_file(path) != rec.get("sha256"):
+        return False, f"{path}: sha256 differs from the record (corrupted)"
+    return True, None
+
+
+def shard_done(root: str | os.PathLike, k: int, verify: bool = False) -> bool:
+    """True when shard ``k`` is finished and intact (see :func:`shard_state`)."""
+    return shard_state(root, k, verify)[0]
 
 
 def write_selection(root: str | os.PathLike, index: torch.Tensor, **info: Any) -> dict:
