@@ -24,7 +24,7 @@ if [ "${ROBAUG_EDITABLE:-0}" = "1" ]; then
   echo editable > "$VENV/robaug-install-mode"
 else
   rm -rf build/wheel && mkdir -p build/wheel
-  pip_q wheel --no-deps -w build/wheel .
+  "$VENV/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps -w build/wheel .
   WHEEL=$(ls build/wheel/robaug-*.whl)
   pip_q --force-reinstall --no-deps "$WHEEL"
   pip_q "$WHEEL[$EXTRAS]"
