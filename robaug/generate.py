@@ -1,70 +1,23 @@
-"""Former home of ``robaug generate``, kept so that ``robaug.generate.generate_dataset`` and
-``python -m robaug.generate`` (what ``torchrun -m`` needs) keep working.
-
-    robaug generate --model fmnist-ddpm --out data/fmnist-syn --num-samples 100000 --steps 18 --cfg-scale 1.5
-    torchrun --nproc_per_node 8 -m robaug.generate --model ... --out ... --num-samples 20000000 --device cuda
-
-The library is :mod:`robaug.recipes.generation`, the command line :mod:`robaug.cli.generate`.
-"""
+"""Old home of ``robaug generate`` (warns; goes away in robaug 0.3.0). The library is
+:mod:`robaug.recipes.generation` (``generate_dataset``, ``sample_seed``), the command line :mod:`robaug.cli.generate`.
+``python -m robaug.generate ...`` still runs the command; use ``robaug generate ...`` or, for several processes,
+``torchrun --nproc_per_node 8 -m robaug generate ...``."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Sequence
+import warnings
 
-from .recipes.generation import generate_dataset, sample_seed
+from ._core.deprecation import REMOVAL_VERSION, moved_names
 
-__all__ = ["generate_dataset", "main_generate", "sample_seed", "add_generate_arguments", "run_generate"]
+_HOMES = {**dict.fromkeys(["generate_dataset", "sample_seed"], "robaug.recipes.generation"),
+          **dict.fromkeys(["main_generate", "load_classifier"], "robaug.cli.generate")}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = moved_names(__name__, _HOMES)
 
+if __name__ == "__main__":
+    warnings.warn("`python -m robaug.generate` is deprecated: use `robaug generate` or `torchrun ... -m robaug "
+                  f"generate` (removed in robaug {REMOVAL_VERSION})", FutureWarning, stacklevel=1)
+    from .cli.generate import main
 
-def _cli_module():
-    try:
-        from .cli import generate as cli_generate
-    except ImportError:  # robaug/cli.py is still a module, not yet the robaug/cli/ package: load the file
-        # (remove this branch once robaug/cli/ is a package)
-        import importlib.util
-        from pathlib import Path
-
-        name = f"{__package__ or 'robaug'}.cli.generate"
-        cli_generate = sys.modules.get(name)
-        if cli_generate is None:
-            spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "cli" / "generate.py")
-            cli_generate = importlib.util.module_from_spec(spec)
-            sys.modules[name] = cli_generate
-            spec.loader.exec_module(cli_generate)
-    return cli_generate
-
-
-def main_generate(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` as ``robaug generate`` does and generate; errors propagate as exceptions (``robaug generate``
-    itself reports them in one line)."""
-    p = argparse.ArgumentParser(prog="robaug generate", description=_cli.DESCRIPTION, epilog=_cli.EXAMPLES,
-                                formatter_class=_HelpFormatter)
-    add_generate_arguments(p)
-    run_generate(p.parse_args(argv))
-    return 0
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, examples kept as written."""
-
-
-_cli = _cli_module()
-add_generate_arguments = _cli.add_arguments
-run_generate = _cli.run_generate
-load_classifier = _cli.load_classifier
-
-
-def _cli_package_ready() -> bool:
-    """Whether the robaug/cli/ package (with its shared one-line error reporting) is installed."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(f"{__package__ or 'robaug'}.cli._common") is not None
-    except ModuleNotFoundError:  # robaug/cli.py is still a module
-        return False
-
-
-if __name__ == "__main__":  # `python -m robaug.generate` / `torchrun -m robaug.generate`: errors in one line, exit 2
-    sys.exit(_cli.main() if _cli_package_ready() else main_generate())
+    sys.exit(main())

@@ -281,3 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._common import run_main
 
     return run_main("generate", build_parser(), run, argv)
+
+
+def main_generate(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` as ``robaug generate`` does and generate, letting errors propagate as exceptions (for callers
+    that handle them; ``main`` reports them in one line)."""
+    run_generate(build_parser().parse_args(None if argv is None else list(argv)))
+    return 0
+
+
+if __name__ == "__main__":  # `python -m robaug.cli.generate` (torchrun -m robaug generate does the same)
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""`robaug generate` (robaug.cli.generate; robaug.generate.main_generate keeps the old raising entry point):
+"""`robaug generate` (robaug.cli.generate; main_generate is the raising entry point):
 classifier specs, classifier + contrastive guidance and confidence filtering from the command line."""
 
 import sys
@@ -20,7 +20,7 @@ def shard_hashes(root):
 def test_cli_with_classifier_specs_contrastive_guidance_and_filter(tmp_path):
     from safetensors.torch import save_file
 
-    from robaug.generate import main_generate
+    from robaug.cli.generate import main_generate
     from robaug.models import SmallCNN
 
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def test_command_reports_a_bad_spec_in_one_line_and_exits_2(tmp_path, capsys):
 
 
 def test_help_names_the_command_and_shows_defaults(capsys):
-    from robaug.generate import main_generate
+    from robaug.cli.generate import main_generate
 
     with pytest.raises(SystemExit) as exit_:
         main_generate(["--help"])
@@ -85,7 +85,7 @@ GEN = ["--model", "_generate_models:make_denoiser", "--num-samples", "4", "--sha
     (["--keep-fraction", "nan"], r"--keep-fraction"),
 ])
 def test_bad_numbers_are_refused_before_the_model_is_loaded(tmp_path, flags, pattern):
-    from robaug.generate import main_generate
+    from robaug.cli.generate import main_generate
 
     # the model spec points at a module that does not exist: the flag check must come first
     with pytest.raises(ValueError, match=pattern):
@@ -94,7 +94,7 @@ def test_bad_numbers_are_refused_before_the_model_is_loaded(tmp_path, flags, pat
 
 
 def test_model_specs_that_are_not_denoisers_and_too_many_classes(tmp_path):
-    from robaug.generate import main_generate
+    from robaug.cli.generate import main_generate
 
     with pytest.raises(ValueError, match=r"--model os:getcwd gave a str, not a robaug Denoiser"):
         main_generate(["--model", "os:getcwd", "--out", str(tmp_path / "o"), "--num-samples", "4"])
@@ -106,7 +106,7 @@ def test_model_specs_that_are_not_denoisers_and_too_many_classes(tmp_path):
 
 
 def test_quiet_writes_only_the_result_to_stdout(tmp_path, capsys, monkeypatch):
-    from robaug.generate import main_generate
+    from robaug.cli.generate import main_generate
 
     monkeypatch.setenv("ROBAUG_QUIET", "0")  # restored after the test (--quiet sets it to 1)
     assert main_generate([*GEN, "--out", str(tmp_path / "q"), "--quiet"]) == 0

@@ -221,7 +221,7 @@ def test_cli_convert_then_generate_with_the_folder(tmp_path):
     GuidedDiffusion over load_denoiser(DST) with the same seeds (the CLI really samples from the converted net)."""
     from robaug.cli import main as cli_main
     from robaug.data.shards import load_shards
-    from robaug.generate import generate_dataset
+    from robaug.recipes.generation import generate_dataset
 
     kw = {**UNET, "num_classes": 3, "out_channels": 3}
     ref = _random(ref_unet.UNetModel(**kw), 11)

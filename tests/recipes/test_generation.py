@@ -1,4 +1,4 @@
-"""generate_dataset (robaug.recipes.generation, also robaug.generate): class-balanced, seeded, resumable, filtered;
+"""generate_dataset (robaug.recipes.generation): class-balanced, seeded, resumable, filtered;
 and real processes: resume after a kill, 2 processes (torchrun) == 1 process."""
 
 import os
@@ -20,7 +20,7 @@ from robaug.data.shards import (
     sha256_file,
 )
 from robaug.diffusion.samplers import GuidedDiffusion
-from robaug.generate import generate_dataset, sample_seed
+from robaug.recipes.generation import generate_dataset, sample_seed
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
@@ -122,7 +122,7 @@ def test_killed_generation_resumes_to_identical_shards(tmp_path):
     generate_dataset(ref, GuidedDiffusion(make_denoiser(), num_steps=4, cfg_scale=1.5), 40, shard_size=5,
                      batch_size=2, seed=7, progress=False, model_name="_generate_models:make_denoiser")
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "robaug.generate", *GEN_ARGS, "--out", str(out)]
+    cmd = [sys.executable, "-m", "robaug", "generate", *GEN_ARGS, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(ROBAUG_TEST_DELAY="0.1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
@@ -144,10 +144,10 @@ def test_killed_generation_resumes_to_identical_shards(tmp_path):
 @pytest.mark.slow
 def test_two_processes_make_the_same_dataset_as_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "robaug.generate", *GEN_ARGS, "--out", str(one)],
+    subprocess.run([sys.executable, "-m", "robaug", "generate", *GEN_ARGS, "--out", str(one)],
                    cwd=tmp_path, env=env(), check=True, capture_output=True)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "robaug.generate", *GEN_ARGS, "--out", str(two)],
+                        "-m", "robaug", "generate", *GEN_ARGS, "--out", str(two)],
                        cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert shard_hashes(one) == shard_hashes(two) and len(shard_hashes(one)) == 8
