@@ -3,22 +3,62 @@
 A generator lives on one device; robaug draws *on the generator's device* (or, without a generator, from the global
 RNG of the target device) and moves the result to the target device. The same seed therefore gives the same numbers
 whatever device the data are on, and a CPU generator works with CUDA data.
+
+Inside a DataLoader worker every worker holds a copy of the same generator, so drawing from it as is would give every
+worker the same numbers. :func:`worker_generator` gives each worker a stream of its own instead, the way torch seeds
+each worker's global RNG: on first use in a worker, a new generator seeded from the user generator's seed and the
+worker's ``seed`` (``base_seed + worker_id``, where DataLoader draws ``base_seed`` afresh for every epoch from the
+main process's RNG or from ``DataLoader(generator=...)``). So workers differ from each other, epochs differ, and a
+run with workers is reproducible when the DataLoader is seeded (``torch.manual_seed`` or its ``generator=``), as
+its shuffling already is. In the main process the generator is used as is.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.utils.data
 
-__all__ = ["draw_device", "rand", "randn", "randint", "random_bytes", "Rng", "check_generator"]
+__all__ = ["draw_device", "rand", "randn", "randint", "random_bytes", "Rng", "check_generator",
+           "worker_generator", "worker_seed"]
 
 
 def check_generator(generator: object, owner: str = "generator") -> None:
     """``TypeError`` unless ``generator`` is ``None`` or a ``torch.Generator``."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{owner} must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def worker_seed(seed: int, worker_seed: int) -> int:
+    """The seed of a worker's own stream: ``seed`` and the worker's DataLoader seed mixed by numpy's
+    ``SeedSequence`` into 63 bits (distinct inputs give unrelated seeds)."""
+    mixed = np.random.SeedSequence([int(seed) % 2**64, int(worker_seed) % 2**64]).generate_state(1, np.uint64)[0]
+    return int(mixed) >> 1
+
+
+#: Per worker process: user generator -> the worker's own generator derived from it.
+_WORKER_STREAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def worker_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator to draw from: ``generator`` itself outside DataLoader workers (and ``None`` stays ``None``:
+    the global RNG, which DataLoader already seeds per worker); inside a worker, one generator per worker and user
+    generator, created on first use and seeded with :func:`worker_seed` of ``generator.initial_seed()`` and the
+    worker's seed (see the module docstring). Costs one dictionary look-up per call in a worker."""
+    if generator is None:
+        return None
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return generator
+    own = _WORKER_STREAMS.get(generator)
+    if own is None or own[0] != info.seed:
+        stream = torch.Generator(generator.device).manual_seed(worker_seed(generator.initial_seed(), info.seed))
+        own = _WORKER_STREAMS[generator] = (info.seed, stream)
+    return own[1]
 
 
 def draw_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device:

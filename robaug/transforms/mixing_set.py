@@ -18,6 +18,7 @@ from .ifs import generate_fractals
 __all__ = ["MixingSet", "MixingSource"]
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_MIN_RENDER = 4  # the smallest size generate_fractals renders
 _CACHE_VERSION = 2  # bump when the generator's output changes, so disk caches are not reused
 
 MixingSource = Union[None, torch.Tensor, str, os.PathLike, Sequence[Any], "torch.utils.data.Dataset[Any]"]
@@ -195,8 +196,9 @@ class MixingSet:
         return out.to(device)
 
     def _fractals(self, side: int, device: torch.device) -> torch.Tensor:
-        """uint8 fractals of ``side`` px: rendered at ``min(side, render_size)`` px, upsampled when larger."""
-        render = min(side, self.render_size)
+        """uint8 fractals of ``side`` px: rendered at ``min(side, render_size)`` px (at least the 4 px
+        :func:`generate_fractals` needs), resized when that differs from ``side``."""
+        render = max(min(side, self.render_size), _MIN_RENDER)
         path = None
         imgs = None
         if self.cache_dir is not None:
@@ -213,10 +215,10 @@ class MixingSet:
 
                 # atomic: concurrent DataLoader workers never see half a file
                 atomic_save(path, lambda tmp: save_file({"images": imgs.cpu().contiguous()}, tmp))
-        if render < side:
+        if render != side:  # upsampled beyond render_size; downsampled (with antialiasing) below 4 px
             imgs = torch.cat(
                 [
-                    float_to_uint8(TF.resize(imgs[i : i + 64].float().div_(255), [side, side], antialias=False))
+                    float_to_uint8(TF.resize(imgs[i : i + 64].float().div_(255), [side, side], antialias=render > side))
                     for i in range(0, imgs.shape[0], 64)
                 ]
             )

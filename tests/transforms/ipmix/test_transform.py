@@ -168,7 +168,9 @@ def test_jsd_triple_for_a_single_image_and_a_batch(monkeypatch):
     monkeypatch.setattr(ipmix_plan, "pictures", spy)
     img = _batch(1)[0]
     clean, v1, v2_ = make(num_views=2, generator=_gen(0))(img)
-    assert clean is img and v1.shape == v2_.shape == img.shape
+    # the clean image itself (no copy); a plain tensor's three images come back as tv_tensors.Image, see
+    # test_jsd_views_of_a_plain_tensor_convert_together_in_a_v2_pipeline
+    assert clean.data_ptr() == img.data_ptr() and torch.equal(clean, img) and v1.shape == v2_.shape == img.shape
     assert not torch.equal(v1, v2_)
     assert len(calls) == 1 and calls[0].shape == (1,)  # one picture, shared by both views
 
