@@ -62,7 +62,7 @@ def _size(module: nn.Module) -> str:
     """``35.7M parameters, 143 MB``: a module's parameter count and the bytes of its parameters and buffers."""
     count = sum(p.numel() for p in module.parameters())
     nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-    n = f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.1f}K" if count >= 1e3 else str(count)
+    n = f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.1f}K" if count >= 1e3 else str(count)
     size = (f"{nbytes / 1e6:.0f} MB" if nbytes >= 1e7 else f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e5
             else f"{nbytes / 1e3:.1f} KB" if nbytes >= 1e3 else f"{nbytes} B")
     return f"{n} parameters, {size}"
