@@ -301,7 +301,9 @@ class DiffAugEnsemble(_FrozenDenoiser):
     ) -> None:
         super().__init__()
         if not callable(classifier):
-            raise TypeError(f"DiffAugEnsemble: classifier must be a module (or callable), got {type(classifier).__name__}")
+            raise TypeError(
+                f"DiffAugEnsemble: classifier must be a module (or callable), got {type(classifier).__name__}"
+            )
         check_generator(generator, "DiffAugEnsemble: generator")
         self.classifier = classifier
         self.denoiser = _resolve_denoiser(denoiser, "DiffAugEnsemble").eval()

@@ -203,7 +203,8 @@ def _diffaug():
 
 
 @pytest.mark.skipif(_FORK is None, reason="the test's lambdas need the fork start method")
-@pytest.mark.parametrize("make", [_ipmix, _diffaug, lambda: Darken(generator=_gen(1))], ids=["ipmix", "diffaug", "base"])
+@pytest.mark.parametrize("make", [_ipmix, _diffaug, lambda: Darken(generator=_gen(1))],
+                         ids=["ipmix", "diffaug", "base"])  # fmt: skip
 def test_dataloader_workers_draw_different_streams(make):
     ds = _Augmented(make())
     kw = dict(batch_size=1, num_workers=2, multiprocessing_context=_FORK)

@@ -396,7 +396,8 @@ def test_string_denoiser_name_in_repr(monkeypatch):
     fake = types.ModuleType("robaug.hub")
     fake.load_denoiser = lambda name, **kw: probe()
     monkeypatch.setitem(sys.modules, "robaug.hub", fake)
-    assert repr(DiffAug("fmnist-ddpm", t=3)).startswith("DiffAug(denoiser='fmnist-ddpm' (CallableDenoiser, 0 parameters")
+    text = repr(DiffAug("fmnist-ddpm", t=3))
+    assert text.startswith("DiffAug(denoiser='fmnist-ddpm' (CallableDenoiser, 0 parameters")
 
 
 @pytest.mark.parametrize(
