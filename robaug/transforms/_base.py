@@ -16,8 +16,9 @@ its role for the converted batch. Labels and other non-image inputs pass through
 image: a numpy array or a list of numbers is refused with a ``TypeError`` saying how to convert it (torchvision
 would pass it through unaugmented).
 
-Random draws use ``generator`` in the main process; inside a DataLoader worker each worker draws from a generator
-of its own derived from it (:func:`robaug._core.rng.worker_generator`), so workers do not repeat each other.
+Random draws use ``generator`` in the main process; inside a DataLoader worker, the worker's copy of it is re-seeded
+from its seed and the worker's seed on first use (:func:`robaug._core.rng.worker_generator`), so workers do not
+repeat each other.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
 from .._core.image import not_an_image, to_float_batch
-from .._core.rng import Rng, check_generator, worker_generator
+from .._core.rng import GeneratorMixin, Rng, worker_generator
 
 __all__ = ["BatchTransform", "is_image_tensor", "check_real", "check_int"]
 
@@ -82,13 +83,14 @@ def is_image_tensor(inpt: Any) -> bool:
     return is_pure_tensor(inpt) or isinstance(inpt, (tv_tensors.Image, tv_tensors.Video))
 
 
-class BatchTransform(Transform):
+class BatchTransform(GeneratorMixin, Transform):
     """Base class: convert the input to a float batch, :meth:`draw_params`, :meth:`kernel`, restore.
 
     Args:
         generator: optional ``torch.Generator`` for every draw (else the global RNG of the input's device). In a
-            DataLoader worker, draws come from a generator of the worker's own seeded from this one's seed and the
-            worker's seed (:func:`robaug._core.rng.worker_generator`); the main process uses it as is.
+            DataLoader worker, the worker's copy is re-seeded on first use from its seed and the worker's seed, so
+            workers do not repeat each other, unless the worker's own code seeds it (per-sample seeding); see
+            :func:`robaug._core.rng.worker_generator`. The main process uses it as is.
         validate: check float input for NaN/inf and the ``[0, 1]`` range (one host-device sync).
         p: per-sample probability of applying the transform (see :meth:`draw_apply`); ``None`` for transforms
             that always apply.
@@ -100,10 +102,9 @@ class BatchTransform(Transform):
                  p: float | None = None) -> None:  # fmt: skip
         super().__init__()
         name = type(self).__name__
-        check_generator(generator, f"{name}: generator")
+        self.generator = generator  # checked, and tracked for DataLoader workers
         if p is not None:
             self.p = check_real(p, "p", name, 0.0, 1.0)
-        self.generator = generator
         self.validate = bool(validate)
 
     # -- to override ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robaug._core.image import not_an_image, to_float_batch
-from robaug._core.rng import Rng, check_generator, randn, worker_generator
+from robaug._core.rng import GeneratorMixin, Rng, randn, worker_generator
 from robaug.diffusion.denoiser import Denoiser
 
 from ._base import BatchTransform, check_int
@@ -179,7 +179,7 @@ class DiffAug(BatchTransform, _FrozenDenoiser):
         clip: clip the estimate to ``[-1, 1]`` (the paper does); ``clip=False`` can return floats outside ``[0, 1]``.
         generator: optional ``torch.Generator`` (draws happen on its device, then move to the input's). Draw
             order per call: t ``(B,)``, then the apply mask ``(B,)`` when ``p < 1``, then the noise. In a DataLoader
-            worker, each worker draws from a generator of its own seeded from this one's seed and the worker's seed
+            worker, the worker's copy is re-seeded on first use from its seed and the worker's seed
             (:func:`robaug._core.rng.worker_generator`), so workers do not repeat each other.
         t: fixed timestep for test-time use (overrides ``t_range``).
         micro_batch: run the denoiser on at most this many images at once.
@@ -267,7 +267,7 @@ class DiffAug(BatchTransform, _FrozenDenoiser):
         return f"denoiser={_denoiser_repr(self.denoiser, self._source)}, {when}, p={self.p}{extra}"
 
 
-class DiffAugEnsemble(_FrozenDenoiser):
+class DiffAugEnsemble(GeneratorMixin, _FrozenDenoiser):
     """DiffAug Ensemble (DE), the paper's test-time classifier:
 
         p(y | x) = 1/|S| * sum_{t in S} softmax(f(DiffAug_t(x)))
@@ -281,8 +281,8 @@ class DiffAugEnsemble(_FrozenDenoiser):
     ``micro_batch`` bounds how many images go through the denoiser and classifier at once. The denoiser runs
     under ``no_grad`` unless ``differentiable=True`` (for adaptive attacks); gradients through the classifier
     always flow. Put the classifier in ``eval()`` mode yourself; the denoiser is frozen (eval mode, kept there by
-    ``.train()``). ``generator`` draws the noise; in a DataLoader worker each worker draws from a generator of its
-    own derived from it (:func:`robaug._core.rng.worker_generator`).
+    ``.train()``). ``generator`` draws the noise; in a DataLoader worker the worker's copy is re-seeded on first use
+    (:func:`robaug._core.rng.worker_generator`).
     """
 
     def __init__(
@@ -304,7 +304,7 @@ class DiffAugEnsemble(_FrozenDenoiser):
             raise TypeError(
                 f"DiffAugEnsemble: classifier must be a module (or callable), got {type(classifier).__name__}"
             )
-        check_generator(generator, "DiffAugEnsemble: generator")
+        self.generator = generator  # checked, and tracked for DataLoader workers
         self.classifier = classifier
         self.denoiser = _resolve_denoiser(denoiser, "DiffAugEnsemble").eval()
         self._source = denoiser if isinstance(denoiser, (str, os.PathLike)) else None
@@ -319,7 +319,6 @@ class DiffAugEnsemble(_FrozenDenoiser):
         _check_common(micro_batch, autocast_dtype, "DiffAugEnsemble")
         self.timesteps = ts
         self.micro_batch = None if micro_batch is None else int(micro_batch)
-        self.generator = generator
         self.clip = bool(clip)
         self.autocast_dtype = autocast_dtype
         self.return_probs = bool(return_probs)

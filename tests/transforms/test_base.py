@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import pickle
+import types
 
 import numpy as np
 import PIL.Image
@@ -219,6 +221,48 @@ def test_dataloader_workers_draw_different_streams(make):
     # ... and a new epoch (a new base seed) gives new augmentations, also with non-persistent workers
     other = _epoch(torch.utils.data.DataLoader(ds, generator=_gen(8), **kw))
     assert not any(torch.equal(first[i], other[i]) for i in range(8))
+
+
+class _PerSampleSeeded(_Augmented):
+    """Seeds the transform's generator from the index before each call: per-sample reproducibility."""
+
+    def __getitem__(self, i):
+        self.transform.generator.manual_seed(1000 + i)
+        return self.transform(self.image), i
+
+
+@pytest.mark.skipif(_FORK is None, reason="the test's lambdas need the fork start method")
+def test_a_generator_the_worker_seeds_itself_is_used_as_is():
+    ds = _PerSampleSeeded(IPMix(mixing_set=torch.rand(4, 3, 8, 8, generator=_gen(9)), generator=_gen(1)))
+    in_main = _epoch(torch.utils.data.DataLoader(ds, batch_size=1, num_workers=0))
+    in_workers = _epoch(torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, multiprocessing_context=_FORK))
+    assert all(torch.equal(in_main[i], in_workers[i]) for i in range(8))  # independent of the number of workers
+    assert len({tuple(o.flatten().tolist()) for o in in_main.values()}) == 8
+
+
+def test_unpickled_copies_in_spawned_workers_get_streams_of_their_own(monkeypatch):
+    """Spawned / forkserver workers receive the transform pickled (simulated here: spawning is slow)."""
+    t = Darken(generator=_gen(5))
+    x = torch.rand(1, 3, 4, 4, generator=_gen(0))
+    blob = pickle.dumps(t)
+    worker = types.SimpleNamespace(seed=1234)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: worker)
+    a, b = pickle.loads(blob), pickle.loads(blob)
+    out_a = a(x)
+    worker.seed = 1235  # the other worker
+    out_b = b(x)
+    assert not torch.equal(out_a, out_b)
+    assert a.generator.initial_seed() == worker_seed(5, 1234) and b.generator.initial_seed() == worker_seed(5, 1235)
+    ref = Darken(generator=torch.Generator().manual_seed(worker_seed(5, 1234)))
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
+    assert torch.equal(out_a, ref(x))
+    # a copy the worker's code seeds before its first use keeps that seed
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: worker)
+    c = pickle.loads(blob)
+    c.generator.manual_seed(77)
+    out_c = c(x)
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: None)
+    assert torch.equal(out_c, Darken(generator=_gen(77))(x))
 
 
 def test_the_main_process_draws_from_the_generator_itself():

@@ -87,7 +87,9 @@ class IPMix(BatchTransform):
             (and the figures) of a single level.
         preset: ``"cifar"`` or ``"imagenet"``; supplies every argument left at ``None``.
         generator: optional ``torch.Generator`` for all random draws (else the global RNG of the input's
-            device; DataLoader workers seed theirs differently, so workers give different augmentations).
+            device, which DataLoader seeds differently in each worker). In a DataLoader worker the worker's copy
+            of ``generator`` is re-seeded on first use from its seed and the worker's seed, so workers do not repeat
+            each other (unless the worker's own code seeds it); see :func:`robaug._core.rng.worker_generator`.
         validate: check float input for NaN/inf and the [0, 1] range (one host-device sync).
 
     Labels and other non-image inputs pass through unchanged. Input: PIL (``L``/``RGB``), ``(C, H, W)`` or
