@@ -210,7 +210,9 @@ class DiffAug(BatchTransform, _FrozenDenoiser):
             raise ValueError(f"DiffAug: t_range must be a pair (low, high) of timesteps, got {t_range!r}")
         lo, hi = (check_int(v, "t_range", "DiffAug") for v in t_range)
         if not 0 <= lo < hi <= n:
-            raise ValueError(f"DiffAug: t_range must satisfy 0 <= low < high <= {n} (the denoiser's timesteps), got {t_range}")
+            raise ValueError(
+                f"DiffAug: t_range must satisfy 0 <= low < high <= {n} (the denoiser's timesteps), got {t_range}"
+            )
         if t is not None and not 0 <= check_int(t, "t", "DiffAug") < n:
             raise ValueError(f"DiffAug: t must lie in [0, {n - 1}], got {t}")
         if pad_mode not in ("reflect", "replicate", "constant", "circular"):
