@@ -13,6 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 from .._core.image import float_to_uint8
 from .._core.io import atomic_save
 from . import image_ops
+from ._base import check_int
 from .ifs import generate_fractals
 
 __all__ = ["MixingSet", "MixingSource"]
@@ -97,11 +98,11 @@ class MixingSet:
         max_images: int | None = None,
         render_size: int = 128,
     ) -> None:
-        self.num_images = int(num_images)
-        self.render_size = int(render_size)
-        self.seed = int(seed)
+        self.num_images = check_int(num_images, "num_images", "MixingSet")
+        self.render_size = check_int(render_size, "render_size", "MixingSet", low=_MIN_RENDER)
+        self.seed = check_int(seed, "seed", "MixingSet")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.max_images = max_images
+        self.max_images = None if max_images is None else check_int(max_images, "max_images", "MixingSet", low=1)
         self.float_cache_bytes = 64 * 2**20
         self._files: list[Path] | None = None
         self._tensor: torch.Tensor | None = None
@@ -109,7 +110,7 @@ class MixingSet:
         self._cache: dict[tuple, torch.Tensor] = {}
         if source is None:
             if self.num_images < 1:
-                raise ValueError(f"num_images must be >= 1, got {num_images}")
+                raise ValueError(f"MixingSet: num_images must be >= 1, got {num_images}")
             self.kind = "fractals"
         elif isinstance(source, torch.Tensor):
             t = source.detach().as_subclass(torch.Tensor)
