@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import PIL.Image
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
-__all__ = ["to_float_batch", "check_finite", "is_image_input", "ImageRestorer"]
+__all__ = ["to_float_batch", "check_finite", "is_image_input", "ImageRestorer", "describe_input", "not_an_image"]
 
 ImageRestorer = Callable[[torch.Tensor], Any]
 
@@ -24,6 +25,53 @@ ImageRestorer = Callable[[torch.Tensor], Any]
 def is_image_input(inpt: Any) -> bool:
     """True for the inputs robaug transforms act on (PIL images and image tensors)."""
     return isinstance(inpt, (PIL.Image.Image, torch.Tensor))
+
+
+#: What to pass, said by every "not an image" error.
+_WHAT_TO_PASS = (
+    "robaug takes images as a PIL image, a torch.Tensor (C, H, W) or (..., C, H, W) (uint8 in [0, 255] or float in "
+    "[0, 1]) or a tv_tensors.Image"
+)
+
+
+def describe_input(inpt: Any) -> str:
+    """A short description of what a user passed, for error messages: ``numpy.ndarray of shape (28, 28, 1) and
+    dtype uint8``, ``list of 3 floats``, ``tuple (numpy.ndarray of shape ..., int)``."""
+    if isinstance(inpt, np.ndarray):
+        return f"numpy.ndarray of shape {tuple(inpt.shape)} and dtype {inpt.dtype}"
+    if isinstance(inpt, tuple) and len(inpt) <= 4:
+        return "tuple (" + ", ".join(describe_input(v) for v in inpt) + ")"
+    if isinstance(inpt, (list, tuple)):
+        kinds = "/".join(sorted({type(v).__name__ for v in inpt})) or "item"
+        return f"{type(inpt).__name__} of {len(inpt)} {kinds}{'' if len(inpt) == 1 else 's'}"
+    if isinstance(inpt, dict):
+        return "dict with keys " + ", ".join(repr(k) for k in list(inpt)[:6])
+    if isinstance(inpt, torch.Tensor):
+        return f"{type(inpt).__name__} of shape {tuple(inpt.shape)} and dtype {inpt.dtype}"
+    return type(inpt).__name__
+
+
+def not_an_image(inpt: Any, name: str = "input") -> TypeError:
+    """The TypeError for an input that is not an image robaug converts (numpy arrays, lists of numbers, ...),
+    saying what was passed and how to convert it. The one place every robaug transform decides this."""
+    msg = f"{name}: got {describe_input(inpt)}, which holds no image; {_WHAT_TO_PASS}."
+    if isinstance(inpt, np.ndarray) or _holds_array(inpt):
+        msg += (
+            " Numpy arrays are not converted: turn an (H, W, C) array into a tensor with "
+            "torch.from_numpy(a).permute(2, 0, 1) (a (C, H, W) array: torch.from_numpy(a)), or put v2.ToImage() "
+            "before the transform."
+        )
+    elif isinstance(inpt, (list, tuple)):
+        msg += " For a list of pixel values use torch.tensor(values).view(C, H, W)."
+    return TypeError(msg)
+
+
+def _holds_array(inpt: Any) -> bool:
+    if isinstance(inpt, (list, tuple)):
+        return any(isinstance(v, np.ndarray) or _holds_array(v) for v in inpt)
+    if isinstance(inpt, dict):
+        return any(_holds_array(v) or isinstance(v, np.ndarray) for v in inpt.values())
+    return False
 
 
 def check_finite(x: torch.Tensor, name: str = "input") -> None:
@@ -61,9 +109,7 @@ def to_float_batch(
         return batch, restore_pil
 
     if not isinstance(inpt, torch.Tensor):
-        raise TypeError(
-            f"{name}: expected a PIL image, a torch.Tensor or a tv_tensors.Image, got {type(inpt).__name__}."
-        )
+        raise not_an_image(inpt, name)
 
     is_tv_image = isinstance(inpt, tv_tensors.Image)
     plain = inpt.as_subclass(torch.Tensor)

@@ -3,22 +3,113 @@
 A generator lives on one device; robaug draws *on the generator's device* (or, without a generator, from the global
 RNG of the target device) and moves the result to the target device. The same seed therefore gives the same numbers
 whatever device the data are on, and a CPU generator works with CUDA data.
+
+Inside a DataLoader worker every worker holds a copy of the same generator, so drawing from it as is would give every
+worker the same numbers. :func:`worker_generator` handles that the way torch handles each worker's global RNG, which
+DataLoader re-seeds in every worker: a generator that is still the copy the worker received (same state as when it was
+forked or unpickled) is re-seeded once, on first use in the worker, from its own seed and the worker's ``seed``
+(``base_seed + worker_id``, where DataLoader draws ``base_seed`` afresh for every epoch from the main process's RNG or
+from ``DataLoader(generator=...)``). So workers differ from each other, epochs differ, and a run with workers is
+reproducible when the DataLoader is seeded (``torch.manual_seed`` or its ``generator=``), as its shuffling already is.
+A generator the worker's own code seeds (e.g. ``manual_seed(sample_seed)`` before each call, for per-sample
+reproducibility) or creates is used as is, and so is every generator in the main process. Only CPU generators are
+tracked (CUDA cannot be used in forked workers).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import weakref
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.utils.data
 
-__all__ = ["draw_device", "rand", "randn", "randint", "random_bytes", "Rng", "check_generator"]
+__all__ = ["draw_device", "rand", "randn", "randint", "random_bytes", "Rng", "check_generator",
+           "worker_generator", "worker_seed", "track", "GeneratorMixin"]
 
 
 def check_generator(generator: object, owner: str = "generator") -> None:
     """``TypeError`` unless ``generator`` is ``None`` or a ``torch.Generator``."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{owner} must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def worker_seed(seed: int, worker_seed: int) -> int:
+    """The seed of a worker's own stream: ``seed`` and the worker's DataLoader seed mixed by numpy's
+    ``SeedSequence`` into 63 bits (distinct inputs give unrelated seeds)."""
+    mixed = np.random.SeedSequence([int(seed) % 2**64, int(worker_seed) % 2**64]).generate_state(1, np.uint64)[0]
+    return int(mixed) >> 1
+
+
+#: Generators held by robaug modules (see :class:`GeneratorMixin`): their state is recorded in forked children.
+_TRACKED: weakref.WeakSet = weakref.WeakSet()
+#: Per process: generator -> its state when this process received it (forked or unpickled), until its first use.
+_COPIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _record(generator: torch.Generator) -> None:
+    if generator.device.type == "cpu":
+        _COPIED[generator] = generator.get_state()
+
+
+def _record_tracked_after_fork() -> None:
+    _COPIED.clear()
+    for g in list(_TRACKED):
+        _record(g)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_record_tracked_after_fork)
+
+
+def track(generator: torch.Generator | None, *, copied: bool = False) -> None:
+    """Register a generator a module draws from, so that forked DataLoader workers recognise their copy of it;
+    ``copied=True`` when it has just been unpickled (spawned workers): record its state as received."""
+    if generator is None:
+        return
+    _TRACKED.add(generator)
+    if copied:
+        _record(generator)
+
+
+def worker_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator to draw from, after giving it a stream of its own in a DataLoader worker (module docstring):
+    ``generator`` itself, re-seeded in place with :func:`worker_seed` of ``generator.initial_seed()`` and the worker's
+    seed on its first use in a worker while it still holds the state the worker received. ``None`` stays ``None``
+    (the global RNG, which DataLoader already seeds per worker). After the first use: one dictionary look-up."""
+    if generator is None:
+        return None
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return generator
+    received = _COPIED.pop(generator, None)
+    if received is not None and torch.equal(generator.get_state(), received):
+        generator.manual_seed(worker_seed(generator.initial_seed(), info.seed))
+    return generator
+
+
+class GeneratorMixin:
+    """For ``nn.Module`` s with a ``generator`` attribute: checked when set and tracked for DataLoader workers
+    (:func:`worker_generator`); draw from ``worker_generator(self.generator)``."""
+
+    _generator: torch.Generator | None = None
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: torch.Generator | None) -> None:
+        check_generator(generator, f"{type(self).__name__}: generator")
+        track(generator)
+        self._generator = generator
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        track(self._generator, copied=True)
 
 
 def draw_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device:

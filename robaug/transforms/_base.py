@@ -12,23 +12,70 @@ input (PIL, ``(C, H, W)`` / ``(..., C, H, W)`` uint8 or float tensors, ``tv_tens
 
 torchvision's own ``make_params(flat_inputs)`` runs once per call on the raw inputs, before they are converted, so
 it cannot see the batch size or device; the per-sample draws therefore happen in :meth:`draw_params`, which plays
-its role for the converted batch. Labels and other non-image inputs pass through unchanged.
+its role for the converted batch. Labels and other non-image inputs pass through unchanged, but a call must hold an
+image: a numpy array or a list of numbers is refused with a ``TypeError`` saying how to convert it (torchvision
+would pass it through unaugmented).
+
+Random draws use ``generator`` in the main process; inside a DataLoader worker, the worker's copy of it is re-seeded
+from its seed and the worker's seed on first use (:func:`robaug._core.rng.worker_generator`), so workers do not
+repeat each other.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
-from .._core.image import to_float_batch
-from .._core.rng import Rng, check_generator
+from .._core.image import not_an_image, to_float_batch
+from .._core.rng import GeneratorMixin, Rng, worker_generator
 
-__all__ = ["BatchTransform", "is_image_tensor"]
+__all__ = ["BatchTransform", "is_image_tensor", "check_real", "check_int"]
+
+
+def check_real(value: Any, name: str, owner: str, low: float | None = None, high: float | None = None,
+               *, low_open: bool = False) -> float:  # fmt: skip
+    """``float(value)`` after checking it is a finite real number in ``[low, high]`` (``(low, high]`` with
+    ``low_open``); the ValueError / TypeError names ``owner`` and the argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {v}")
+    if (low is not None and (v <= low if low_open else v < low)) or (high is not None and v > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{owner}: {name} must lie in {'(' if low_open else '['}{lo}, {hi}], got {v}")
+    return v
+
+
+def check_int(value: Any, name: str, owner: str, low: int | None = None, high: int | None = None) -> int:
+    """``int(value)`` after checking it is a whole number (an int, or a float without fraction) in
+    ``[low, high]``; the ValueError / TypeError names ``owner`` and the argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
+    if not isinstance(value, numbers.Integral) and not (math.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{owner}: {name} must be a whole number, got {value}")
+    v = int(value)
+    if (low is not None and v < low) or (high is not None and v > high):
+        bound = f">= {low}" if high is None else f"in [{'-inf' if low is None else low}, {high}]"
+        raise ValueError(f"{owner}: {name} must be {bound}, got {v}")
+    return v
+
+
+class _NoImage(Exception):
+    """Raised inside ``forward`` when a call holds no image; turned into a TypeError describing the call."""
+
+    def __init__(self, owner: object) -> None:
+        super().__init__()
+        self.owner = owner
 
 
 def is_image_tensor(inpt: Any) -> bool:
@@ -36,11 +83,14 @@ def is_image_tensor(inpt: Any) -> bool:
     return is_pure_tensor(inpt) or isinstance(inpt, (tv_tensors.Image, tv_tensors.Video))
 
 
-class BatchTransform(Transform):
+class BatchTransform(GeneratorMixin, Transform):
     """Base class: convert the input to a float batch, :meth:`draw_params`, :meth:`kernel`, restore.
 
     Args:
-        generator: optional ``torch.Generator`` for every draw (else the global RNG of the input's device).
+        generator: optional ``torch.Generator`` for every draw (else the global RNG of the input's device). In a
+            DataLoader worker, the worker's copy is re-seeded on first use from its seed and the worker's seed, so
+            workers do not repeat each other, unless the worker's own code seeds it (per-sample seeding); see
+            :func:`robaug._core.rng.worker_generator`. The main process uses it as is.
         validate: check float input for NaN/inf and the ``[0, 1]`` range (one host-device sync).
         p: per-sample probability of applying the transform (see :meth:`draw_apply`); ``None`` for transforms
             that always apply.
@@ -52,12 +102,9 @@ class BatchTransform(Transform):
                  p: float | None = None) -> None:  # fmt: skip
         super().__init__()
         name = type(self).__name__
-        check_generator(generator, f"{name}: generator")
+        self.generator = generator  # checked, and tracked for DataLoader workers
         if p is not None:
-            if not 0.0 <= float(p) <= 1.0:
-                raise ValueError(f"{name}: p must lie in [0, 1], got {p}")
-            self.p = float(p)
-        self.generator = generator
+            self.p = check_real(p, "p", name, 0.0, 1.0)
         self.validate = bool(validate)
 
     # -- to override ---------------------------------------------------------------------------------------
@@ -82,8 +129,27 @@ class BatchTransform(Transform):
         return rng.rand(batch_size) < p
 
     def rng(self, device: torch.device) -> Rng:
-        """The draws of one call for a batch on ``device``."""
-        return Rng(device, self.generator)
+        """The draws of one call for a batch on ``device`` (per DataLoader worker, a stream of its own)."""
+        return Rng(device, worker_generator(self.generator))
+
+    def forward(self, *inputs: Any) -> Any:
+        try:
+            return super().forward(*inputs)
+        except _NoImage as e:
+            if e.owner is not self:
+                raise
+            raise not_an_image(inputs if len(inputs) > 1 else inputs[0], f"{type(self).__name__} input") from None
+
+    def _needs_transform_list(self, flat_inputs: list[Any]) -> list[bool]:
+        needs = super()._needs_transform_list(flat_inputs)
+        # torchvision passes what it does not recognise through; a robaug transform refuses a call without an image,
+        # and a numpy array where the image would be a plain tensor (it is an image the user forgot to convert)
+        if not any(needs) or (
+            not any(isinstance(i, (PIL.Image.Image, tv_tensors.Image, tv_tensors.Video)) for i in flat_inputs)
+            and any(isinstance(i, np.ndarray) and i.ndim >= 2 for i in flat_inputs)
+        ):
+            raise _NoImage(self)
+        return needs
 
     def to_batch(self, inpt: Any) -> tuple[torch.Tensor, Any]:
         """``(float batch, restore)`` of an input (see :func:`robaug._core.image.to_float_batch`)."""

@@ -21,15 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robaug._core.image import to_float_batch
-from robaug._core.rng import Rng, randn
+from robaug._core.image import not_an_image, to_float_batch
+from robaug._core.rng import GeneratorMixin, Rng, randn, worker_generator
 from robaug.diffusion.denoiser import Denoiser
 
-from ._base import BatchTransform
+from ._base import BatchTransform, check_int
 
 __all__ = ["DiffAug", "DiffAugEnsemble", "diffuse_and_denoise"]
 
 _AUTOCAST_DTYPES = (None, torch.float16, torch.bfloat16)
+_DEFAULTS = {"clip": True, "micro_batch": None, "autocast_dtype": None}
 
 
 def _resolve_denoiser(denoiser: Denoiser | str | os.PathLike, owner: str) -> Denoiser:
@@ -55,6 +56,37 @@ def _check_device(denoiser: Denoiser, device: torch.device, owner: str) -> None:
             f"{owner}: the denoiser is on {p.device} but the images are on {device}; move the transform with "
             f".to({str(device)!r}) (PIL images and CPU tensors need the denoiser on the CPU)"
         )
+
+
+def _size(module: nn.Module) -> str:
+    """``35.7M parameters, 143 MB``: a module's parameter count and the bytes of its parameters and buffers."""
+    count = sum(p.numel() for p in module.parameters())
+    nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    n = f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.1f}K" if count >= 1e3 else str(count)
+    size = (f"{nbytes / 1e6:.0f} MB" if nbytes >= 1e7 else f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e5
+            else f"{nbytes / 1e3:.1f} KB" if nbytes >= 1e3 else f"{nbytes} B")
+    return f"{n} parameters, {size}"
+
+
+def _denoiser_repr(denoiser: Denoiser, source: object) -> str:
+    """The denoiser in one phrase: ``'fmnist-ddpm' (DiffusersDenoiser, 35.7M parameters, 143 MB)``."""
+    name = f"{str(source)!r} " if isinstance(source, (str, os.PathLike)) else ""
+    return f"{name}({type(denoiser).__name__}, {_size(denoiser)})"
+
+
+class _FrozenDenoiser(nn.Module):
+    """A module holding a frozen ``denoiser``: it is put in eval mode and stays there when the module is put in
+    ``.train()`` (dropout in a DDPM's UNet must stay off); short ``repr`` instead of the whole network."""
+
+    denoiser: Denoiser
+
+    def train(self, mode: bool = True) -> "_FrozenDenoiser":
+        super().train(mode)
+        self.denoiser.eval()
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
 
 
 def diffuse_and_denoise(
@@ -120,13 +152,13 @@ def diffuse_and_denoise(
 
 
 def _check_common(micro_batch: int | None, autocast_dtype: torch.dtype | None, owner: str) -> None:
-    if micro_batch is not None and int(micro_batch) < 1:
-        raise ValueError(f"{owner}: micro_batch must be None or >= 1, got {micro_batch}")
+    if micro_batch is not None:
+        check_int(micro_batch, "micro_batch", owner, low=1)
     if autocast_dtype not in _AUTOCAST_DTYPES:
         raise ValueError(f"{owner}: autocast_dtype must be None, torch.float16 or torch.bfloat16, got {autocast_dtype}")
 
 
-class DiffAug(BatchTransform):
+class DiffAug(BatchTransform, _FrozenDenoiser):
     """Diffuse-and-denoise augmentation (a torchvision v2 transform and ``nn.Module``).
 
     Per sample: ``t ~ U{t_range[0], ..., t_range[1] - 1}`` (or the fixed ``t``), ``n ~ N(0, I)``, output
@@ -137,7 +169,8 @@ class DiffAug(BatchTransform):
 
     Args:
         denoiser: a :class:`~robaug.diffusion.Denoiser`, or a registry name / local path / diffusers folder for
-            :func:`robaug.hub.load_denoiser`. Registered as a submodule (follows ``.to(device)``). A
+            :func:`robaug.hub.load_denoiser`. Registered as a submodule (follows ``.to(device)``); it is frozen: put
+            in eval mode, and kept there when the transform (or a module holding it) is put in ``.train()``. A
             class-conditional model runs with its ``null_label``.
         t_range: half-open integer range of timesteps of the denoiser's ``timestep_sigmas`` table; the paper uses
             the full range ``(0, 1000)``. ``t = 0`` is the smallest noise level of the table, not the identity.
@@ -145,7 +178,9 @@ class DiffAug(BatchTransform):
             (the denoiser then only runs on the selected samples).
         clip: clip the estimate to ``[-1, 1]`` (the paper does); ``clip=False`` can return floats outside ``[0, 1]``.
         generator: optional ``torch.Generator`` (draws happen on its device, then move to the input's). Draw
-            order per call: t ``(B,)``, then the apply mask ``(B,)`` when ``p < 1``, then the noise.
+            order per call: t ``(B,)``, then the apply mask ``(B,)`` when ``p < 1``, then the noise. In a DataLoader
+            worker, the worker's copy is re-seeded on first use from its seed and the worker's seed
+            (:func:`robaug._core.rng.worker_generator`), so workers do not repeat each other.
         t: fixed timestep for test-time use (overrides ``t_range``).
         micro_batch: run the denoiser on at most this many images at once.
         autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` autocast around the denoiser (CUDA; bf16 works on CPU).
@@ -168,12 +203,17 @@ class DiffAug(BatchTransform):
         validate: bool = True,
     ) -> None:
         super().__init__(generator=generator, validate=validate, p=p)
-        self.denoiser = _resolve_denoiser(denoiser, "DiffAug")
+        self.denoiser = _resolve_denoiser(denoiser, "DiffAug").eval()
+        self._source = denoiser if isinstance(denoiser, (str, os.PathLike)) else None
         n = self.denoiser.num_timesteps
-        lo, hi = (int(v) for v in t_range)
+        if isinstance(t_range, (str, bytes)) or not isinstance(t_range, Iterable) or len(tuple(t_range)) != 2:
+            raise ValueError(f"DiffAug: t_range must be a pair (low, high) of timesteps, got {t_range!r}")
+        lo, hi = (check_int(v, "t_range", "DiffAug") for v in t_range)
         if not 0 <= lo < hi <= n:
-            raise ValueError(f"DiffAug: t_range must satisfy 0 <= low < high <= {n} (the denoiser's timesteps), got {t_range}")
-        if t is not None and not 0 <= int(t) < n:
+            raise ValueError(
+                f"DiffAug: t_range must satisfy 0 <= low < high <= {n} (the denoiser's timesteps), got {t_range}"
+            )
+        if t is not None and not 0 <= check_int(t, "t", "DiffAug") < n:
             raise ValueError(f"DiffAug: t must lie in [0, {n - 1}], got {t}")
         if pad_mode not in ("reflect", "replicate", "constant", "circular"):
             raise ValueError(f"DiffAug: unknown pad_mode {pad_mode!r}")
@@ -221,13 +261,15 @@ class DiffAug(BatchTransform):
         return out
 
     def extra_repr(self) -> str:
-        return (
-            f"t_range={self.t_range}, t={self.t}, p={self.p}, clip={self.clip}, micro_batch={self.micro_batch}, "
-            f"autocast_dtype={self.autocast_dtype}"
-        )
+        when = f"t={self.t}" if self.t is not None else f"t_range={self.t_range}"
+        extra = "".join(
+            f", {k}={v}" for k, v in (("clip", self.clip), ("micro_batch", self.micro_batch),
+                                      ("autocast_dtype", self.autocast_dtype)) if v != _DEFAULTS[k]
+        )  # fmt: skip
+        return f"denoiser={_denoiser_repr(self.denoiser, self._source)}, {when}, p={self.p}{extra}"
 
 
-class DiffAugEnsemble(nn.Module):
+class DiffAugEnsemble(GeneratorMixin, _FrozenDenoiser):
     """DiffAug Ensemble (DE), the paper's test-time classifier:
 
         p(y | x) = 1/|S| * sum_{t in S} softmax(f(DiffAug_t(x)))
@@ -240,7 +282,9 @@ class DiffAugEnsemble(nn.Module):
 
     ``micro_batch`` bounds how many images go through the denoiser and classifier at once. The denoiser runs
     under ``no_grad`` unless ``differentiable=True`` (for adaptive attacks); gradients through the classifier
-    always flow. Put the classifier in ``eval()`` mode yourself.
+    always flow. Put the classifier in ``eval()`` mode yourself; the denoiser is frozen (eval mode, kept there by
+    ``.train()``). ``generator`` draws the noise; in a DataLoader worker the worker's copy is re-seeded on first use
+    (:func:`robaug._core.rng.worker_generator`).
     """
 
     def __init__(
@@ -258,9 +302,17 @@ class DiffAugEnsemble(nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
+        if not callable(classifier):
+            raise TypeError(
+                f"DiffAugEnsemble: classifier must be a module (or callable), got {type(classifier).__name__}"
+            )
+        self.generator = generator  # checked, and tracked for DataLoader workers
         self.classifier = classifier
-        self.denoiser = _resolve_denoiser(denoiser, "DiffAugEnsemble")
-        ts = tuple(int(t) for t in timesteps)
+        self.denoiser = _resolve_denoiser(denoiser, "DiffAugEnsemble").eval()
+        self._source = denoiser if isinstance(denoiser, (str, os.PathLike)) else None
+        if isinstance(timesteps, (str, bytes)) or not isinstance(timesteps, Iterable):
+            raise ValueError(f"DiffAugEnsemble: timesteps must be a sequence of ints, got {timesteps!r}")
+        ts = tuple(check_int(t, "timesteps", "DiffAugEnsemble") for t in timesteps)
         n = self.denoiser.num_timesteps
         if not ts:
             raise ValueError("DiffAugEnsemble: timesteps is empty")
@@ -269,7 +321,6 @@ class DiffAugEnsemble(nn.Module):
         _check_common(micro_batch, autocast_dtype, "DiffAugEnsemble")
         self.timesteps = ts
         self.micro_batch = None if micro_batch is None else int(micro_batch)
-        self.generator = generator
         self.clip = bool(clip)
         self.autocast_dtype = autocast_dtype
         self.return_probs = bool(return_probs)
@@ -278,7 +329,7 @@ class DiffAugEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"DiffAugEnsemble expects a tensor batch, got {type(x).__name__}")
+            raise not_an_image(x, "DiffAugEnsemble input")
         images, _ = to_float_batch(x, name="DiffAugEnsemble input", validate=self.validate)
         _check_device(self.denoiser, images.device, "DiffAugEnsemble")
         step = images.shape[0] if self.micro_batch is None else self.micro_batch
@@ -288,6 +339,7 @@ class DiffAugEnsemble(nn.Module):
 
     def _log_probs(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
+        generator = worker_generator(self.generator)
         log_ps = []
         for t in self.timesteps:
             if t == 0:
@@ -296,7 +348,7 @@ class DiffAugEnsemble(nn.Module):
                 sigma = self.denoiser.sigma_at(torch.full((b,), t, dtype=torch.long, device=images.device))
                 with nullcontext() if self.differentiable else torch.no_grad():
                     view = diffuse_and_denoise(
-                        images, self.denoiser, sigma, generator=self.generator, clip=self.clip,
+                        images, self.denoiser, sigma, generator=generator, clip=self.clip,
                         autocast_dtype=self.autocast_dtype,
                     )
             logits = self.classifier(view)
@@ -304,3 +356,12 @@ class DiffAugEnsemble(nn.Module):
                 raise ValueError(f"DiffAugEnsemble: classifier must return (B, num_classes) logits, got {tuple(logits.shape)}")
             log_ps.append(logits.float().log_softmax(dim=1))
         return torch.stack(log_ps).logsumexp(dim=0) - math.log(len(log_ps))
+
+    def extra_repr(self) -> str:
+        classifier = type(self.classifier).__name__
+        if isinstance(self.classifier, nn.Module):
+            classifier += f" ({_size(self.classifier)})"
+        ts = list(self.timesteps)
+        steps = str(ts) if len(ts) <= 6 else f"[{ts[0]}, {ts[1]}, ..., {ts[-1]}] ({len(ts)} views)"
+        return (f"classifier={classifier}, denoiser={_denoiser_repr(self.denoiser, self._source)}, timesteps={steps}, "
+                f"micro_batch={self.micro_batch}")  # fmt: skip

@@ -13,11 +13,13 @@ from torchvision.transforms.v2 import functional as TF
 from .._core.image import float_to_uint8
 from .._core.io import atomic_save
 from . import image_ops
+from ._base import check_int
 from .ifs import generate_fractals
 
 __all__ = ["MixingSet", "MixingSource"]
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_MIN_RENDER = 4  # the smallest size generate_fractals renders
 _CACHE_VERSION = 2  # bump when the generator's output changes, so disk caches are not reused
 
 MixingSource = Union[None, torch.Tensor, str, os.PathLike, Sequence[Any], "torch.utils.data.Dataset[Any]"]
@@ -96,11 +98,11 @@ class MixingSet:
         max_images: int | None = None,
         render_size: int = 128,
     ) -> None:
-        self.num_images = int(num_images)
-        self.render_size = int(render_size)
-        self.seed = int(seed)
+        self.num_images = check_int(num_images, "num_images", "MixingSet")
+        self.render_size = check_int(render_size, "render_size", "MixingSet", low=_MIN_RENDER)
+        self.seed = check_int(seed, "seed", "MixingSet")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.max_images = max_images
+        self.max_images = None if max_images is None else check_int(max_images, "max_images", "MixingSet", low=1)
         self.float_cache_bytes = 64 * 2**20
         self._files: list[Path] | None = None
         self._tensor: torch.Tensor | None = None
@@ -108,7 +110,7 @@ class MixingSet:
         self._cache: dict[tuple, torch.Tensor] = {}
         if source is None:
             if self.num_images < 1:
-                raise ValueError(f"num_images must be >= 1, got {num_images}")
+                raise ValueError(f"MixingSet: num_images must be >= 1, got {num_images}")
             self.kind = "fractals"
         elif isinstance(source, torch.Tensor):
             t = source.detach().as_subclass(torch.Tensor)
@@ -195,8 +197,9 @@ class MixingSet:
         return out.to(device)
 
     def _fractals(self, side: int, device: torch.device) -> torch.Tensor:
-        """uint8 fractals of ``side`` px: rendered at ``min(side, render_size)`` px, upsampled when larger."""
-        render = min(side, self.render_size)
+        """uint8 fractals of ``side`` px: rendered at ``min(side, render_size)`` px (at least the 4 px
+        :func:`generate_fractals` needs), resized when that differs from ``side``."""
+        render = max(min(side, self.render_size), _MIN_RENDER)
         path = None
         imgs = None
         if self.cache_dir is not None:
@@ -213,10 +216,10 @@ class MixingSet:
 
                 # atomic: concurrent DataLoader workers never see half a file
                 atomic_save(path, lambda tmp: save_file({"images": imgs.cpu().contiguous()}, tmp))
-        if render < side:
+        if render != side:  # upsampled beyond render_size; downsampled (with antialiasing) below 4 px
             imgs = torch.cat(
                 [
-                    float_to_uint8(TF.resize(imgs[i : i + 64].float().div_(255), [side, side], antialias=False))
+                    float_to_uint8(TF.resize(imgs[i : i + 64].float().div_(255), [side, side], antialias=render > side))
                     for i in range(0, imgs.shape[0], 64)
                 ]
             )

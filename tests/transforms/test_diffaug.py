@@ -2,6 +2,7 @@ import math
 import sys
 import types
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -333,3 +334,107 @@ def test_builtin_fmnist_denoiser_denoises_real_images():
     out = DiffAug(d, t_range=(0, 200), generator=torch.Generator().manual_seed(0))((x * 255).round().to(torch.uint8))
     psnr = 10 * math.log10(1 / (out.float() / 255 - x).pow(2).mean().item())
     assert psnr > 20  # DiffAug at t < 200 keeps the image recognisable (24 dB after 600 training steps)
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 13: a frozen denoiser stays in eval mode, short reprs, inputs that are not images, settings
+
+
+class DropoutNet(nn.Module):
+    """D(x_noisy) = dropout(x_noisy): with dropout off, the identity network."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.drop = nn.Dropout(p)
+
+    def forward(self, x, sigma, labels=None):
+        return self.drop(x)
+
+
+def test_frozen_denoiser_stays_in_eval_mode_when_the_module_is_put_in_train():
+    net = DropoutNet().train()
+    aug = DiffAug(CallableDenoiser(net), t=20, generator=torch.Generator().manual_seed(0))
+    assert not net.training  # frozen at construction
+    holder = nn.Sequential(aug).train()  # e.g. the augmentation inside a model put in train mode
+    assert aug.training and not aug.denoiser.training and not net.drop.training
+    x = torch.rand(4, 3, 8, 8)
+    out = aug(x)
+    ref = DiffAug(CallableDenoiser(lambda x, s, y=None: x), t=20, generator=torch.Generator().manual_seed(0))(x)
+    assert torch.equal(out, ref)  # dropout off: exactly the identity network's result
+    holder.eval()
+    assert not aug.training and not net.training
+
+    ens = DiffAugEnsemble(Linear(c=3, k=4, hw=8), CallableDenoiser(DropoutNet()), timesteps=[0, 20],
+                          generator=torch.Generator().manual_seed(0)).train()  # fmt: skip
+    assert ens.classifier.training and not ens.denoiser.training and not any(m.training for m in ens.denoiser.modules())
+    ens_ref = DiffAugEnsemble(ens.classifier, CallableDenoiser(lambda x, s, y=None: x), timesteps=[0, 20],
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert torch.equal(ens(x), ens_ref(x))
+
+
+def test_repr_is_short(unet):
+    d = DiffusersDenoiser(unet, {})
+    aug = DiffAug(d, t_range=(10, 500), p=0.5)
+    nparams = sum(p.numel() for p in unet.parameters())
+    text = repr(aug)
+    assert len(text.splitlines()) <= 2 and len(text) < 200, text
+    assert text.startswith("DiffAug(denoiser=(DiffusersDenoiser, ") and "t_range=(10, 500)" in text and "p=0.5" in text
+    assert f"{nparams / 1e3:.1f}K parameters" in text
+    assert "t=7" in repr(DiffAug(d, t=7)) and "micro_batch=4" in repr(DiffAug(d, micro_batch=4))
+    composed = repr(v2.Compose([v2.RandomHorizontalFlip(), aug]))
+    assert len(composed.splitlines()) <= 5, composed
+    ens = repr(DiffAugEnsemble(Linear(c=3, k=4, hw=16), d))
+    assert len(ens.splitlines()) == 1 and "timesteps=[0, 50, ..., 450] (10 views)" in ens and "Linear (" in ens
+
+
+def test_string_denoiser_name_in_repr(monkeypatch):
+    fake = types.ModuleType("robaug.hub")
+    fake.load_denoiser = lambda name, **kw: probe()
+    monkeypatch.setitem(sys.modules, "robaug.hub", fake)
+    text = repr(DiffAug("fmnist-ddpm", t=3))
+    assert text.startswith("DiffAug(denoiser='fmnist-ddpm' (CallableDenoiser, 0 parameters")
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda: np.zeros((1, 8, 8), np.float32), r"numpy\.ndarray of shape \(1, 8, 8\).*torch\.from_numpy"),
+        (lambda: (np.zeros((8, 8, 1), np.uint8), 3), r"tuple \(numpy\.ndarray"),
+        (lambda: [0.5] * 10, r"list of 10 floats"),
+    ],
+    ids=["numpy", "numpy-label", "list"],
+)
+def test_inputs_that_are_not_images_raise(bad, match):
+    with pytest.raises(TypeError, match="DiffAug input: got " + match):
+        DiffAug(probe())(bad())
+    with pytest.raises(TypeError, match="DiffAugEnsemble input: got " + match):
+        DiffAugEnsemble(Linear(), probe())(bad())
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(p=float("nan")), ValueError, "DiffAug: p must be a finite number"),
+        (dict(p=float("inf")), ValueError, "DiffAug: p must be a finite number"),
+        (dict(t_range=(0, float("nan"))), ValueError, "DiffAug: t_range must be a whole number"),
+        (dict(t_range=(0,)), ValueError, r"DiffAug: t_range must be a pair"),
+        (dict(t_range=5), ValueError, r"DiffAug: t_range must be a pair"),
+        (dict(t=2.5), ValueError, "DiffAug: t must be a whole number"),
+        (dict(micro_batch=0), ValueError, "DiffAug: micro_batch must be >= 1"),
+        (dict(micro_batch=float("inf")), ValueError, "DiffAug: micro_batch must be a whole number"),
+    ],
+)
+def test_settings_are_checked_naming_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        DiffAug(probe(), **kwargs)
+
+
+def test_ensemble_settings_are_checked_naming_the_argument():
+    with pytest.raises(ValueError, match="DiffAugEnsemble: timesteps must be a whole number"):
+        DiffAugEnsemble(Linear(), probe(), timesteps=[0, float("nan")])
+    with pytest.raises(ValueError, match="DiffAugEnsemble: timesteps must be a sequence"):
+        DiffAugEnsemble(Linear(), probe(), timesteps=50)
+    with pytest.raises(TypeError, match="DiffAugEnsemble: generator"):
+        DiffAugEnsemble(Linear(), probe(), generator=0)
+    with pytest.raises(TypeError, match="DiffAugEnsemble: classifier"):
+        DiffAugEnsemble("resnet18", probe())

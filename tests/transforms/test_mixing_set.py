@@ -107,3 +107,15 @@ def test_the_disk_cache_is_written_atomically_with_the_users_umask(tmp_path):
     files = list(tmp_path.iterdir())
     assert len(files) == 1 and files[0].suffix == ".safetensors"  # no temporary file left behind
     assert files[0].stat().st_mode & 0o777 == 0o640
+
+
+def test_settings_are_checked_naming_the_argument():
+    for kwargs, match in [
+        (dict(num_images=float("nan")), "MixingSet: num_images must be a whole number"),
+        (dict(num_images=0), "MixingSet: num_images must be >= 1"),
+        (dict(render_size=2), "MixingSet: render_size must be >= 4"),
+        (dict(seed=1.5), "MixingSet: seed must be a whole number"),
+        (dict(max_images=0), "MixingSet: max_images must be >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            MixingSet(**kwargs)

@@ -168,7 +168,9 @@ def test_jsd_triple_for_a_single_image_and_a_batch(monkeypatch):
     monkeypatch.setattr(ipmix_plan, "pictures", spy)
     img = _batch(1)[0]
     clean, v1, v2_ = make(num_views=2, generator=_gen(0))(img)
-    assert clean is img and v1.shape == v2_.shape == img.shape
+    # the clean image itself (no copy); a plain tensor's three images come back as tv_tensors.Image, see
+    # test_jsd_views_of_a_plain_tensor_convert_together_in_a_v2_pipeline
+    assert clean.data_ptr() == img.data_ptr() and torch.equal(clean, img) and v1.shape == v2_.shape == img.shape
     assert not torch.equal(v1, v2_)
     assert len(calls) == 1 and calls[0].shape == (1,)  # one picture, shared by both views
 
@@ -294,3 +296,96 @@ def test_inputs_are_never_modified():
     keep8 = x8.clone()
     out = t(x8)
     assert torch.equal(x8, keep8) and not torch.equal(out, x8)
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 13: v2 pipelines, autograd inputs, tiny images, torch.compile, settings
+
+
+@pytest.mark.parametrize("kind", ["tensor", "image", "pil"])
+def test_jsd_views_of_a_single_image_convert_together_in_a_v2_pipeline(kind):
+    img = _batch(1)[0]
+    inpt = {"tensor": img, "image": tv_tensors.Image(img), "pil": TF.to_pil_image(img)}[kind]
+    pipeline = v2.Compose([make(num_views=2, generator=_gen(0)), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    clean, v1, v2_ = pipeline(inpt)
+    for out in (clean, v1, v2_):
+        assert isinstance(out, tv_tensors.Image) and out.dtype == torch.float32 and out.shape == img.shape
+    torch.testing.assert_close(clean.as_subclass(torch.Tensor), img.float() / 255)  # the clean image, scaled
+    assert not torch.equal(v1, v2_)
+    # with a label, as datasets return it
+    (c2, w1, w2), label = v2.Compose([make(num_views=2), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])(
+        (inpt, 3))
+    assert label == 3 and {o.dtype for o in (c2, w1, w2)} == {torch.float32}
+
+
+def test_the_views_of_a_plain_tensor_are_images_sharing_its_memory():
+    img = _batch(1)[0]
+    out = make(num_views=3, generator=_gen(0))(img)
+    assert len(out) == 4 and all(type(o) is tv_tensors.Image and o.dtype == torch.uint8 for o in out)
+    assert out[0].data_ptr() == img.data_ptr()
+    batch = make(num_views=2)(_batch(2))  # a batch stays one plain tensor [x | view1 | view2]
+    assert type(batch) is torch.Tensor and batch.shape == (6, 3, 32, 32)
+
+
+def test_float_input_that_requires_grad_is_augmented_without_a_graph():
+    x = (_batch(4).float() / 255).requires_grad_(True)
+    y = make(generator=_gen(3))(x)
+    ref = make(generator=_gen(3))(x.detach())
+    assert not y.requires_grad and torch.equal(y, ref)
+    views = make(num_views=2, generator=_gen(3)).augment(x)
+    assert not views.requires_grad
+
+
+def test_image_size_limits():
+    for side in (2, 3):  # fractals are rendered at 4 px and resized down
+        x = _batch(4, h=side, w=side)
+        y = IPMix(generator=_gen(0), mixing_set=MixingSet(num_images=8))(x)
+        assert y.shape == x.shape and y.dtype == torch.uint8
+    with pytest.raises(ValueError, match=r"IPMix: images of 1x5 pixels are too small; IPMix needs at least 2x2"):
+        make()(torch.zeros(1, 3, 1, 5))
+    with pytest.raises(ValueError, match="images of 1x1 pixels"):
+        make().augment(torch.zeros(1, 3, 1, 1))
+
+
+def test_fractals_below_4_px_are_the_4_px_fractals_resized():
+    ms = MixingSet(num_images=3, seed=1)
+    small = ms.images((3, 3), 3)
+    four = MixingSet(num_images=3, seed=1).images((4, 4), 3).float() / 255
+    ref = (TF.resize(four, [3, 3], antialias=True).clamp(0, 1) * 255).round().to(torch.uint8)
+    assert torch.equal(small, ref)
+
+
+def test_torch_compile_gives_the_eager_result():
+    x = _batch(3, h=16, w=16)
+    eager = make(num_views=2, generator=_gen(4))(x)
+    compiled = torch.compile(make(num_views=2, generator=_gen(4)))
+    assert torch.equal(compiled(x), eager)
+    img = x[0]
+    assert torch.equal(torch.compile(make(generator=_gen(4)))(img), make(generator=_gen(4))(img))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(beta=float("nan")), "IPMix: beta must be a finite number"),
+        (dict(beta=float("inf")), "IPMix: beta must be a finite number"),
+        (dict(beta=-1.0), r"IPMix: beta must lie in \(0.0, inf\]"),
+        (dict(severity=float("nan")), "IPMix: severity must be a finite number"),
+        (dict(partner_aug_prob=float("nan")), "IPMix: partner_aug_prob must be a finite number"),
+        (dict(width=float("inf")), "IPMix: width must be a whole number"),
+        (dict(depth=2.5), "IPMix: depth must be a whole number"),
+        (dict(num_views=0), "IPMix: num_views must be >= 1"),
+        (dict(patch_sizes=(float("nan"),)), "IPMix: patch_sizes"),
+        (dict(patch_sizes=(0.5, 0)), "IPMix: patch_sizes"),
+        (dict(patch_sizes=0.5), "IPMix: patch_sizes"),
+    ],
+)
+def test_settings_are_checked_naming_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
+    with pytest.raises(TypeError, match="IPMix: beta must be a real number"):
+        make(beta="3")
+
+
+def test_repr_is_one_line():
+    assert "\n" not in repr(make(num_views=2))
