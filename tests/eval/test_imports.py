@@ -46,7 +46,7 @@ def test_imports_between_eval_modules_form_no_cycle():
 
     for m in MODULES:
         visit(m, [])
-    assert graph["corruptions"] and graph["benchmarks"]  # the parser sees the imports
+    assert graph["corruptions"] and graph["evaluation"]  # the parser sees the imports
 
 
 def test_each_module_imports_first_in_a_fresh_interpreter():
