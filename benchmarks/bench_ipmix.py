@@ -161,7 +161,7 @@ def render(
         "## IPMix",
         "",
         f"robaug `IPMix` on a {args.batch}-image uint8 batch (3 channels, one call, per-sample randomness) against",
-        f"torchvision's `v2.AugMix()` (defaults: severity 3, width 3, random depth, all ops) applied image by image",
+        "torchvision's `v2.AugMix()` (defaults: severity 3, width 3, random depth, all ops) applied image by image",
         f"to the same images, alternating ({reps}), medians; ratio = median of the per-repeat ratios.",
         f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, {args.threads} thread(s);",
         f"load average during the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores (shared",

@@ -52,8 +52,9 @@ def corruptions() -> dict[str, torch.Tensor]:
 
 
 def samplers() -> dict[str, torch.Tensor]:
-    import robaug
     from _generate_models import make_classifier, make_denoiser
+
+    import robaug
 
     out = {}
     den = robaug.load_denoiser("fmnist-ddpm")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from golden_outputs import GOLDEN, GROUPS, compute
 
 safetensors = pytest.importorskip("safetensors")

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _paths import PACKAGE_DIR, SOURCE_ROOT
 
 import robaug
-from _paths import PACKAGE_DIR, SOURCE_ROOT
 
 
 @pytest.mark.skipif(os.environ.get("ROBAUG_EXPECT_INSTALLED") != "1", reason="not running against a wheel install")

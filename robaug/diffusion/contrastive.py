@@ -30,9 +30,8 @@ paper does).
 
 from __future__ import annotations
 
-import os
-
 import math
+import os
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -42,8 +41,8 @@ from torch import nn
 from .._core import rng
 from .._core.modules import module_dtype
 from ._checks import finite_float
-from .guidance import GuidanceTerm
 from .denoiser import Denoiser
+from .guidance import GuidanceTerm
 from .samplers import GuidedDiffusion
 
 __all__ = [

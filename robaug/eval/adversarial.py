@@ -18,7 +18,6 @@ iterate of every restart (the attack keeps any misclassified iterate).
 from __future__ import annotations
 
 import math
-
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence

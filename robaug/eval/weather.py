@@ -11,8 +11,18 @@ from .._core import rng
 from ._cv_ops import box_blur3, canny, chamfer_distance, equalize_hist
 from .frost import FrostImages, procedural_frost
 from .kernels import (
-    as_rgb, back_to_channels, clipped_zoom, filter2d, gaussian_filter, hsv_to_rgb, motion_blur_batch,
-    plasma_fractal, quantize, rgb_to_hsv, size_scale, to_gray,
+    as_rgb,
+    back_to_channels,
+    clipped_zoom,
+    filter2d,
+    gaussian_filter,
+    hsv_to_rgb,
+    motion_blur_batch,
+    plasma_fractal,
+    quantize,
+    rgb_to_hsv,
+    size_scale,
+    to_gray,
 )
 
 __all__ = ["snow", "frost", "fog", "brightness", "spatter"]

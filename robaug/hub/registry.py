@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 from robaug._core.registry import Registry
+
 from ..diffusion._ddpm import ddpm_scheduler_config
 
 __all__ = [

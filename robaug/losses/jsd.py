@@ -13,7 +13,6 @@ as a sequence of ``B``-row tensors.
 from __future__ import annotations
 
 import math
-
 from typing import Sequence, Union
 
 import torch

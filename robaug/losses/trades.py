@@ -26,9 +26,8 @@ adversarial batch, each normalised with its own statistics).
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
 from typing import Iterator, NamedTuple
 
 import torch

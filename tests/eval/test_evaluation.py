@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robaug.eval.corruptions import make_corrupted_dataset
 from robaug.eval.datasets import ImageFolderCorruptionBenchmark, NpyCorruptionBenchmark, open_corruption_benchmark
 from robaug.eval.evaluation import evaluate_corruptions, evaluate_error
 from robaug.eval.metrics import ALEXNET_ERRORS, CorruptionResults
-from robaug.eval.corruptions import make_corrupted_dataset
 
 NUM_CLASSES = 10
 STEP = 20  # an image whose pixels all equal STEP * k / 255 is classified as k

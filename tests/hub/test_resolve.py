@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import robaug
 from robaug.hub import load_denoiser
 from robaug.hub.resolve import resolve_denoiser
-
-from pathlib import Path
 
 SHIPPED = Path(robaug.__file__).parent / "weights" / "fmnist-ddpm.safetensors"
 

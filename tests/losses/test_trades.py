@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robaug.losses import TRADESLoss, frozen_bn_stats, trades_attack, trades_loss, trades_objective

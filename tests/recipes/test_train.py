@@ -16,9 +16,9 @@ import torch
 from _paths import subprocess_env
 from safetensors.torch import load_file
 
+from robaug.cli.train import config_from_args
 from robaug.data.datasets import DatasetInfo, load_dataset
 from robaug.recipes.augment import RECIPES
-from robaug.cli.train import config_from_args
 from robaug.recipes.train import TrainConfig, train
 
 FMNIST = DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), crop_padding=2)

@@ -4,6 +4,7 @@ the four patch mixes. Rows are sorted by op group (or mixing op) and each group 
 from __future__ import annotations
 
 import math
+
 import torch
 
 from .. import image_ops as O

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import PIL.Image
 import pytest
 import torch
