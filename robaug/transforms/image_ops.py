@@ -8,11 +8,11 @@ functional op of the same name (``torchvision.transforms.v2.functional``) applie
 image's parameter; ops that PIL defines on 8-bit levels (posterize, equalize, autocontrast) work on the
 8-bit level ``round(255 x)`` as PIL and torchvision's uint8 kernels do.
 
-kornia's ``enhance`` functions already take per-sample parameters for several ops; ``sharpness``,
-``adjust_saturation_with_gray_subtraction`` and ``adjust_contrast_with_mean_subtraction`` are used as they are
-(their definition is the torchvision/PIL one). Solarize, equalize and posterize are written here: kornia's
-versions are correct but spend most of their time in checks and ``torch.where`` passes (or truncate 8-bit
-levels), and they run in IPMix's hot loop.
+kornia's ``enhance`` functions already take per-sample parameters for several ops; ``sharpness`` and
+``adjust_saturation_with_gray_subtraction`` are used as they are (their definition is the torchvision/PIL one).
+Contrast is written here because kornia before 0.9 takes one mean over the whole batch for one-channel images.
+Solarize, equalize and posterize are written here too: kornia's versions are correct but spend most of their
+time in checks and ``torch.where`` passes (or truncate 8-bit levels), and they run in IPMix's hot loop.
 Geometric ops share one warp (:func:`affine`) whose matrices follow torchvision's convention, so a step that
 rotates some images, shears others and translates the rest is a single ``grid_sample`` call.
 """
@@ -164,10 +164,11 @@ def adjust_brightness(x: torch.Tensor, factor: Param) -> torch.Tensor:
 
 
 def adjust_contrast(x: torch.Tensor, factor: Param) -> torch.Tensor:
-    """Blend with the mean grey level of the image (PIL ``ImageEnhance.Contrast``)."""
-    import kornia.enhance as KE  # lazy: kornia takes a second to import
-
-    return KE.adjust_contrast_with_mean_subtraction(x, _vector(factor, x.shape[0], x.device, x.dtype))
+    """Blend with the mean grey level of the image (PIL ``ImageEnhance.Contrast``): ``f x + (1 - f) mean(grey(x))``."""
+    # Not kornia's adjust_contrast_with_mean_subtraction: before 0.9 it takes a one-channel mean over the whole batch.
+    f = _vector(factor, x.shape[0], x.device, x.dtype).view(-1, 1, 1, 1)
+    mean = to_grayscale(x).mean((-3, -2, -1), keepdim=True)
+    return (x * f + mean * (1 - f)).clamp(0.0, 1.0)
 
 
 def adjust_saturation(x: torch.Tensor, factor: Param) -> torch.Tensor:

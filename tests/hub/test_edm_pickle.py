@@ -169,10 +169,11 @@ def test_embedded_module_source_is_never_run(monkeypatch, tmp_path):
     pickle.loads(blob)
     assert marker.read_text() == "pwned"
     marker.unlink()
-    # robaug's reader: same network, nothing run. Older numpy names its scalar numpy.core.multiarray.scalar.
-    assert b"numpy._core.multiarray\nscalar" in blob
-    old_numpy = blob.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
-    for i, data in enumerate([blob, old_numpy]):
+    # robaug's reader: same network, nothing run. numpy 1.x names its scalar numpy.core.multiarray.scalar, numpy 2
+    # numpy._core.multiarray.scalar; whichever numpy is installed, both spellings are read.
+    new_name, old_name = b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"
+    assert new_name in blob or old_name in blob
+    for i, data in enumerate([blob.replace(old_name, new_name), blob.replace(new_name, old_name)]):
         src = tmp_path / f"snapshot{i}.pkl"
         src.write_bytes(data)
         ckpt = read_edm_pickle(src)
