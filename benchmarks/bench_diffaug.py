@@ -62,7 +62,8 @@ def timed(fn) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", help="UNet weights: a .safetensors state dict for the built-in config, a diffusers folder or a registry name")
+    ap.add_argument("--weights", help="UNet weights: a .safetensors state dict for the built-in config, "
+                                      "a diffusers folder or a registry name")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)

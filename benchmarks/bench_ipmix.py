@@ -154,7 +154,8 @@ def render(
 ) -> str:
     load = os.getloadavg()
     reps = ", ".join(f"{r['repeats']} at {r['size']} px" for r in sizes)
-    command = f"OMP_NUM_THREADS={args.threads} python benchmarks/bench_ipmix.py --threads {args.threads} --repeats {args.repeats}"
+    command = (f"OMP_NUM_THREADS={args.threads} python benchmarks/bench_ipmix.py --threads {args.threads} "
+               f"--repeats {args.repeats}")
     if args.baseline:
         command += f" --baseline {args.baseline}"
     lines = [
@@ -169,7 +170,8 @@ def render(
         "",
         f"Command: `{command}`",
         "",
-        "| size | IPMix preset | IPMix img/s (wall) | AugMix img/s (wall) | ratio (wall) | IPMix img/s (CPU) | AugMix img/s (CPU) | ratio (CPU) |",
+        "| size | IPMix preset | IPMix img/s (wall) | AugMix img/s (wall) | ratio (wall) "
+        "| IPMix img/s (CPU) | AugMix img/s (CPU) | ratio (CPU) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in sizes:
@@ -183,13 +185,15 @@ def render(
             f"Before/after: the IPMix of revision `{args.baseline}` timed in the same alternation on the same batch",
             "(speed-up = median of the per-repeat CPU-time ratios before / after).",
             "",
-            "| size | before img/s (CPU) | after img/s (CPU) | speed-up (CPU) | before vs AugMix (CPU) | after vs AugMix (CPU) |",
+            "| size | before img/s (CPU) | after img/s (CPU) | speed-up (CPU) "
+            "| before vs AugMix (CPU) | after vs AugMix (CPU) |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in sizes:
             lo, hi = r["speedup_cpu_range"]
             lines.append(
-                f"| {r['size']}x{r['size']} | {r['before_cpu']:.0f} | {r['ipmix_cpu']:.0f} | **{r['speedup_cpu']:.2f}x** "
+                f"| {r['size']}x{r['size']} | {r['before_cpu']:.0f} | {r['ipmix_cpu']:.0f} "
+                f"| **{r['speedup_cpu']:.2f}x** "
                 f"({lo:.2f}-{hi:.2f}) | {r['before_ratio_cpu']:.2f}x | {r['ratio_cpu']:.2f}x |"
             )
     lines.append("")
@@ -209,7 +213,8 @@ def render(
             f"{f['cpu']:.0f} fractals/s CPU time."
         )
     lines.append(
-        f"- Default mixing set for {default_set['size']}x{default_set['size']} inputs (1024 fractals rendered at 128 px, "
+        f"- Default mixing set for {default_set['size']}x{default_set['size']} inputs "
+        f"(1024 fractals rendered at 128 px, "
         f"upsampled), built on first use: {default_set['wall']:.1f} s wall, {default_set['cpu']:.1f} s CPU."
     )
     return "\n".join(lines) + "\n"

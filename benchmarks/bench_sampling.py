@@ -158,7 +158,8 @@ def main() -> None:
     header = (f"batch {b} x {D.in_channels}x{D.sample_size}x{D.sample_size}, {n} network evaluations per sample, "
               f"device {device}, threads {torch.get_num_threads()}, repeats {args.repeats}, torch {torch.__version__}, "
               f"{platform.processor() or platform.machine()}, weights: {source}")
-    rows = ["| run | wall s | images/s | wall ratio vs diffusers | CPU s | CPU ratio vs diffusers | CPU ratio vs unguided |",
+    rows = ["| run | wall s | images/s | wall ratio vs diffusers | CPU s | CPU ratio vs diffusers "
+            "| CPU ratio vs unguided |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in names:
         w, c = med(name, 0), med(name, 1)

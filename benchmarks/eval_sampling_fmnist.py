@@ -124,7 +124,8 @@ def main() -> None:
     xt, yt = load_fashion_mnist(train=False)
     xt = xt.float() / 255
     acc_real = (accuracy(clf_a, xt, yt), accuracy(clf_b, xt, yt))
-    print(f"classifiers trained/loaded in {time.time() - t0:.0f}s; real test accuracy A {acc_real[0]:.4f}, B {acc_real[1]:.4f}")
+    print(f"classifiers trained/loaded in {time.time() - t0:.0f}s; "
+          f"real test accuracy A {acc_real[0]:.4f}, B {acc_real[1]:.4f}")
 
     from robaug.hub import load_denoiser
 
@@ -167,7 +168,8 @@ def main() -> None:
             "seconds": time.time() - t1, "num_evals": sampler.num_evals,
         }
         r = results[name]
-        print(f"{name}: acc A {r['acc_A']:.3f} B {r['acc_B']:.3f} | feat pair {r['feat_pair']:.3f} nn {r['feat_nn']:.3f}"
+        print(f"{name}: acc A {r['acc_A']:.3f} B {r['acc_B']:.3f}"
+              f" | feat pair {r['feat_pair']:.3f} nn {r['feat_nn']:.3f}"
               f" | pix pair {r['pix_pair']:.3f} nn {r['pix_nn']:.3f} | {r['seconds']:.0f}s", flush=True)
 
     rows = ["| setting | acc. A (real-data classifier) | acc. B | mean pairwise dist. (B features) | "
@@ -183,7 +185,8 @@ def main() -> None:
     print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(head + "\n\n" + table + "\n")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "real_acc": acc_real, "results": results}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"args": vars(args), "real_acc": acc_real, "results": results}, indent=1))
 
     if not args.no_figures:
         per_row = min(args.per_class, 10)

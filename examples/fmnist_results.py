@@ -195,7 +195,8 @@ def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
         lines.append(f"| diffaug + DE | mean softmax over DiffAug_t, t in {{{', '.join(map(str, de['timesteps']))}}} | "
                      f"{_ms(s['clean'])} | {_ms(s['corruption'])} | "
                      + " | ".join(_ms(s["families"][f]) for f in families) + " |")
-        de_note = (f"\nThe DE row is measured on the first {de.get('clean_images', de['images'])} clean test images and "
+        de_note = (f"\nThe DE row is measured on the first {de.get('clean_images', de['images'])} "
+                   f"clean test images and "
                    f"the first {de['images']} images of every corrupted set (the ensemble costs "
                    f"{len(de['timesteps']) - 1} denoiser passes per image). The same diffaug models evaluated plainly "
                    f"on exactly those images: clean {_ms(s['plain_clean'])}, Fashion-MNIST-C "
@@ -258,7 +259,8 @@ def main(argv=None) -> int:
     block = (
         f"Measured by\n\n```bash\n{command}\n```\n\n"
         f"{when} ({cpu_info}). Every row: `{a.model}` "
-        f"({a.model_kwargs}), {a.epochs} epoch(s) of the {first['train_images']:,} training images, batch {a.batch_size}, SGD-Nesterov "
+        f"({a.model_kwargs}), {a.epochs} epoch(s) of the {first['train_images']:,} training images, "
+        f"batch {a.batch_size}, SGD-Nesterov "
         f"lr {a.lr} with {cfg['warmup_steps']} warm-up steps and cosine decay, weight decay {cfg['weight_decay']}, "
         f"random crop (pad 2) + flip, seeds {', '.join(map(str, a.seeds))} (mean ± sample standard deviation). "
         f"Clean accuracy on the {first['num_test_images']:,} test images; corrupted accuracy "

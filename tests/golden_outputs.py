@@ -30,9 +30,11 @@ def transforms() -> dict[str, torch.Tensor]:
     out = {}
     x = _images(6, 3, 32, 1)
     out["ipmix_rgb32"] = robaug.IPMix(generator=torch.Generator().manual_seed(3))(x)
-    out["ipmix_gray28_float"] = robaug.IPMix(generator=torch.Generator().manual_seed(4))(_images(4, 1, 28, 2).float() / 255)
+    out["ipmix_gray28_float"] = robaug.IPMix(generator=torch.Generator().manual_seed(4))(
+        _images(4, 1, 28, 2).float() / 255)
     out["ipmix_jsd"] = robaug.IPMix(num_views=2, generator=torch.Generator().manual_seed(5))(x)
-    out["ipmix_imagenet96"] = robaug.IPMix(preset="imagenet", generator=torch.Generator().manual_seed(6))(_images(2, 3, 96, 7))
+    out["ipmix_imagenet96"] = robaug.IPMix(preset="imagenet", generator=torch.Generator().manual_seed(6))(
+        _images(2, 3, 96, 7))
     da = robaug.DiffAug("fmnist-ddpm", generator=torch.Generator().manual_seed(8))
     out["diffaug"] = da(_images(4, 1, 28, 9))
     out["diffaug_fixed_t"] = robaug.DiffAug("fmnist-ddpm", t=300, generator=torch.Generator().manual_seed(10))(

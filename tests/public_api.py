@@ -27,7 +27,8 @@ def describe(obj) -> list[str]:
     if inspect.isclass(obj):
         lines = [f"class {_signature(obj)}"]
         for name, member in sorted(vars(obj).items()):
-            if name.startswith("_") or not (inspect.isfunction(member) or isinstance(member, (classmethod, staticmethod))):
+            if name.startswith("_") or not (inspect.isfunction(member)
+                                            or isinstance(member, (classmethod, staticmethod))):
                 continue
             fn = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
             lines.append(f"  .{name}{_signature(fn)}")

@@ -50,7 +50,7 @@ print("robaug", robaug.__version__, "| torch", torch.__version__, "| device", de
 
 `load_fashion_mnist` reads the idx files from the usual places (torchvision's `FashionMNIST/raw`, Debian's
 `dataset-fashion-mnist` package, `$ROBAUG_DATA`); `download=True` fetches them with torchvision."""),
-    new_code_cell("""train_x, train_y = load_fashion_mnist(train=True, download=True)    # uint8 (60000, 1, 28, 28), int64
+    new_code_cell("""train_x, train_y = load_fashion_mnist(train=True, download=True)  # uint8 (60000, 1, 28, 28), int64
 test_x, test_y = load_fashion_mnist(train=False, download=True)
 test_x, test_y = test_x[:TEST_N], test_y[:TEST_N]
 print("train", tuple(train_x.shape), train_x.dtype, "| test", tuple(test_x.shape))
@@ -169,9 +169,11 @@ torch.manual_seed(0)
 subset = SubsetBenchmark(bench, DE_IMAGES)          # the first DE_IMAGES images of every corrupted set
 clean_subset = (test_x[:C_IMAGES], test_y[:C_IMAGES])
 de = evaluate_corruptions(models["diffaug"], subset, clean=clean_subset, denoiser=denoiser,
-                          ensemble_timesteps=range(0, 500, 100), ensemble_kwargs={"autocast_dtype": bf16}, device=device)
+                          ensemble_timesteps=range(0, 500, 100), ensemble_kwargs={"autocast_dtype": bf16},
+                          device=device)
 plain = evaluate_corruptions(models["diffaug"], subset, clean=clean_subset, device=device)
-print(f"DiffAug-trained + DE: clean accuracy {100 * de.clean_accuracy:5.2f}% (plain {100 * plain.clean_accuracy:5.2f}%), "
+print(f"DiffAug-trained + DE: clean accuracy {100 * de.clean_accuracy:5.2f}% "
+      f"(plain {100 * plain.clean_accuracy:5.2f}%), "
       f"corrupted {100 * de.mean_corruption_accuracy:5.2f}% (plain {100 * plain.mean_corruption_accuracy:5.2f}%)")"""),
     new_code_cell("""names = list(results)
 fig, ax = plt.subplots(figsize=(6, 3))

@@ -66,7 +66,8 @@ def _load_denoiser(spec: str, progress: bool):
 
 def _looks_like_import(spec: str) -> bool:
     mod, sep, attr = spec.partition(":")
-    return bool(sep) and bool(attr) and "/" not in mod and not os.path.exists(spec) and not attr.endswith(".safetensors")
+    return (bool(sep) and bool(attr) and "/" not in mod and not os.path.exists(spec)
+            and not attr.endswith(".safetensors"))
 
 
 def load_classifier(spec: str, num_classes: int | None, in_channels: int, device: torch.device) -> nn.Module:
@@ -103,7 +104,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", required=True, help="registered name (robaug list), Hub id, local diffusers folder / "
                    ".safetensors, or package.module:factory returning a robaug Denoiser")
     g.add_argument("--out", required=True, help="output folder (shards + manifest.json)")
-    g.add_argument("--num-samples", type=int, required=True, help="images to generate (class j %% num_classes for sample j)")
+    g.add_argument("--num-samples", type=int, required=True,
+                   help="images to generate (class j %% num_classes for sample j)")
     g.add_argument("--shard-size", type=int, default=10_000, help="images per shard file")
     g.add_argument("--batch-size", type=int, default=256, help="images per sampler call")
     g.add_argument("--seed", type=int, default=0, help="base seed; sample j uses seed * 2**32 + j")
@@ -140,12 +142,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="noise grid (default: timesteps for DDIM on a discrete-time model, else karras)")
     s.add_argument("--timestep-spacing", choices=TIMESTEP_SPACINGS, default="leading",
                    help="which model timesteps the timesteps grid takes")
-    s.add_argument("--no-round-sigmas", action="store_true", help="do not round the Karras grid to the model's timesteps")
+    s.add_argument("--no-round-sigmas", action="store_true",
+                   help="do not round the Karras grid to the model's timesteps")
     s.add_argument("--clip-denoised", action="store_true", help="clip x0 estimates to [-1, 1] at every step")
-    s.add_argument("--state-dtype", choices=["float64", "float32"], default="float64", help="precision of the sampler state")
+    s.add_argument("--state-dtype", choices=["float64", "float32"], default="float64",
+                   help="precision of the sampler state")
     gd = p.add_argument_group("guidance")
     gd.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance weight (1 = none)")
-    gd.add_argument("--classifier", default=None, help="classifier guidance: ARCH:WEIGHTS.safetensors or module:factory")
+    gd.add_argument("--classifier", default=None,
+                    help="classifier guidance: ARCH:WEIGHTS.safetensors or module:factory")
     gd.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
     gd.add_argument("--classifier-mode", choices=["x0", "xt"], default="x0",
                     help="x0: classifier on the denoised estimate; xt: a noise-aware classifier")
@@ -153,13 +158,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="default: constant in x0 mode, score in xt mode")
     c = p.add_argument_group("contrastive guidance (Contrastive-DP)")
     c.add_argument("--contrastive-encoder", default=None,
-                   help="enables contrastive guidance: a classifier (its penultimate features) as ARCH:WEIGHTS or module:factory")
+                   help="enables contrastive guidance: a classifier (its penultimate features) "
+                        "as ARCH:WEIGHTS or module:factory")
     c.add_argument("--contrastive-scale", type=float, default=100.0, help="contrastive guidance scale")
     c.add_argument("--contrastive-loss", choices=["hard", "infonce"], default="hard",
                    help="hard-negative loss (the paper's) or InfoNCE")
     c.add_argument("--contrastive-weighting", choices=["constant", "score", "eps"], default=None,
                    help="weighting of the contrastive gradient (default: constant in x0 space)")
-    c.add_argument("--tau", type=float, default=None, help="temperature (default: the loss's own, 10 hard / 0.1 infonce)")
+    c.add_argument("--tau", type=float, default=None,
+                   help="temperature (default: the loss's own, 10 hard / 0.1 infonce)")
     c.add_argument("--tau-plus", type=float, default=0.1, help="hard-negative loss: class prior tau+")
     c.add_argument("--beta", type=float, default=1.0, help="hard-negative loss: concentration beta")
     c.add_argument("--contrastive-sigma-min", type=float, default=0.0, help="guide only for sigma >= this")

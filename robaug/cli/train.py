@@ -45,7 +45,8 @@ FIELD_HELP = {
     "ipmix_on": "run IPMix batched on the training device ('device') or per sample in DataLoader workers ('workers')",
     "ipmix_kwargs": "JSON dict of robaug.IPMix arguments, e.g. '{\"preset\": \"imagenet\"}'",
     "augmix_severity": "severity of torchvision's AugMix",
-    "denoiser": "DiffAug denoiser: a robaug.hub registry name (fmnist-ddpm, google/ddpm-cifar10-32, ...) or a local path",
+    "denoiser": "DiffAug denoiser: a robaug.hub registry name (fmnist-ddpm, google/ddpm-cifar10-32, ...) "
+                "or a local path",
     "diffaug_t_range": "DiffAug timestep range 'low,high' (half-open; the paper uses the full 0,1000)",
     "diffaug_bf16": "run the denoiser (DiffAug training view and DE evaluation) under bfloat16 autocast",
     "epochs": "training epochs (ignored when --steps is given)",
@@ -86,7 +87,8 @@ FIELD_HELP = {
     "trades_norm": "TRADES threat model: linf or l2",
     "trades_bn": "BatchNorm during the TRADES attack: batch (train mode, running stats frozen; DM-Improves-AT) or eval "
                  "(running stats; original TRADES)",
-    "synthetic_data": "generated training data mixed into every batch: a robaug generate folder or a DM-Improves-AT .npz",
+    "synthetic_data": "generated training data mixed into every batch: a robaug generate folder "
+                      "or a DM-Improves-AT .npz",
     "synthetic_fraction": "share of generated samples in each batch (0.7: 70%% generated + 30%% real)",
     "eval_pgd": "PGD evaluation at the end: 'eps,steps' (e.g. 8/255,20)",
     "eval_autoattack": "AutoAttack evaluation at the end at this eps (needs pyautoattack)",

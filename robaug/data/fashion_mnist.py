@@ -29,7 +29,8 @@ _FILES = {
 _DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 _HOW_TO_GET = (
     "Fashion-MNIST was not found. Get it in one of these ways:\n"
-    "  * Debian/Ubuntu (as root): apt-get install -y dataset-fashion-mnist   (files in /usr/share/datasets/fashion-mnist)\n"
+    "  * Debian/Ubuntu (as root): apt-get install -y dataset-fashion-mnist"
+    "   (files in /usr/share/datasets/fashion-mnist)\n"
     "  * with internet: python -c \"import torchvision; torchvision.datasets.FashionMNIST('data', download=True)\"\n"
     "  * copy the four idx .gz files into a folder and pass root=<folder> (or set ROBAUG_DATA=<folder>)"
 )

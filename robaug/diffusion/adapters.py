@@ -33,7 +33,8 @@ class DDPMDenoiser(Denoiser):
 
     - ``epsilon``:      ``x0_hat = x - sigma * eps_hat(x_t, t)``
     - ``sample``:       ``x0_hat = out(x_t, t)``
-    - ``v_prediction``: ``x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat = x / (1 + sigma^2) - sigma v_hat / sqrt(1 + sigma^2)``
+    - ``v_prediction``: ``x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat``
+      ``= x / (1 + sigma^2) - sigma v_hat / sqrt(1 + sigma^2)``
 
     which are exactly diffusers' ``pred_original_sample`` (and guided-diffusion's ``pred_xstart``) formulas.
     ``scheduler_config`` is a dict such as ``scheduler_config.json`` or a diffusers scheduler (``linear``,
@@ -120,8 +121,9 @@ class DiffusersDenoiser(DDPMDenoiser):
     """A diffusers ``UNet2DModel`` trained with a DDPM-family schedule, seen as ``D(x, sigma)``
     (a :class:`DDPMDenoiser` reading its channels, size and class embeddings from ``unet.config``).
 
-    The UNet is the submodule ``unet``. Class-conditional UNets (``num_class_embeds``): ``num_classes`` defaults to ``num_class_embeds - 1`` when
-    ``null_label`` is the last embedding (label-dropout training), else ``num_class_embeds``.
+    The UNet is the submodule ``unet``. Class-conditional UNets (``num_class_embeds``): ``num_classes`` defaults to
+    ``num_class_embeds - 1`` when ``null_label`` is the last embedding (label-dropout training), else
+    ``num_class_embeds``.
     """
 
     _net_attr = "unet"
@@ -191,7 +193,8 @@ class ADMDenoiser(DDPMDenoiser):
     def __init__(self, net: nn.Module, scheduler_config: Any = None, *, timestep_mode: str = "interpolate") -> None:
         for attr in ("in_channels", "out_channels", "num_classes", "image_size"):
             if not hasattr(net, attr):
-                raise TypeError(f"ADMDenoiser expects an ADM UNetModel (robaug.diffusion.nets.adm), got {type(net).__name__}")
+                raise TypeError("ADMDenoiser expects an ADM UNetModel (robaug.diffusion.nets.adm), "
+                                f"got {type(net).__name__}")
         super().__init__(
             net,
             ADM_LINEAR_SCHEDULE if scheduler_config is None else scheduler_config,
@@ -285,7 +288,8 @@ class EDMDenoiser(Denoiser):
             )
         cfg = getattr(net, "config", None) or {}
         if in_channels is None:
-            in_channels = getattr(net, "in_channels", None) or getattr(net, "img_channels", None) or cfg.get("in_channels")
+            in_channels = (getattr(net, "in_channels", None) or getattr(net, "img_channels", None)
+                           or cfg.get("in_channels"))
         if in_channels is None:
             raise ValueError("EDMDenoiser: cannot infer in_channels from the net; pass in_channels=...")
         if sample_size is None:

@@ -162,7 +162,8 @@ class GuidanceTerm(nn.Module):
 class ClassifierGuidance(GuidanceTerm):
     """Classifier guidance: ``J = log p(y | .)`` of a classifier, ``D~ = D + scale * lambda(sigma) * grad_x J``.
 
-    ``mode="x0"`` (default unless the classifier has ``guidance_space = "xt"``): ``J = log softmax(classifier((x0_hat + 1) / 2))[y]`` on the denoised estimate, with
+    ``mode="x0"`` (default unless the classifier has ``guidance_space = "xt"``):
+    ``J = log softmax(classifier((x0_hat + 1) / 2))[y]`` on the denoised estimate, with
     the gradient taken through the denoiser (DiffAug paper, Sastry et al. 2024). ``classifier`` is any model
     taking ``[0, 1]`` images and returning logits (wrap a model trained on normalised inputs in
     ``robaug.models.Normalized``).
@@ -195,7 +196,8 @@ class ClassifierGuidance(GuidanceTerm):
         super().__init__(scale, sigma_range=sigma_range, weighting=weighting, space=mode,
                          arg_names={"space": names.get("mode", "mode"), **names})
         if not callable(classifier):
-            raise TypeError(f"classifier must be callable (an nn.Module returning logits), got {type(classifier).__name__}")
+            raise TypeError("classifier must be callable (an nn.Module returning logits), "
+                            f"got {type(classifier).__name__}")
         if isinstance(classifier, nn.Module):
             classifier.eval()
         self.classifier = classifier
@@ -297,8 +299,8 @@ class GuidedDenoiser(nn.Module):
         return out.to(x.dtype)
 
     def forward(self, x: torch.Tensor, sigma: float, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        sig = torch.full((x.shape[0],), float(sigma), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
-                         device=x.device)
+        sig = torch.full((x.shape[0],), float(sigma),
+                         dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
         active = [t for t in self.terms if t.active(float(sigma))]
         if not active:
             with torch.no_grad():

@@ -95,7 +95,8 @@ def sampling_sigmas(
     lo = d_min if sigma_min is None else max(sigma_min, d_min)
     hi = d_max if sigma_max is None else min(sigma_max, d_max)
     if lo > hi:
-        raise ValueError(f"empty noise range: sigma_min={lo} > sigma_max={hi} (the denoiser supports [{d_min}, {d_max}])")
+        raise ValueError(f"empty noise range: sigma_min={lo} > sigma_max={hi} "
+                         f"(the denoiser supports [{d_min}, {d_max}])")
     sig = karras_sigmas(int(num_steps), lo, hi, rho, append_zero=False)
     if round_sigmas and hasattr(denoiser, "round_sigma"):
         sig = torch.as_tensor(denoiser.round_sigma(sig)).to("cpu", torch.float64)
@@ -325,7 +326,8 @@ class GuidedDiffusion(nn.Module):
                 raise ValueError(f"class_labels must be an int or a 1-d tensor, got shape {tuple(labels.shape)}")
             nc = getattr(self.denoiser, "num_classes", None)
             if labels.numel() and nc is not None and (int(labels.min()) < 0 or int(labels.max()) >= nc):
-                raise ValueError(f"class_labels must lie in [0, {nc - 1}], got {int(labels.min())}..{int(labels.max())}")
+                raise ValueError(f"class_labels must lie in [0, {nc - 1}], "
+                                 f"got {int(labels.min())}..{int(labels.max())}")
             sizes["class_labels"] = labels.shape[0]
         else:
             labels = None

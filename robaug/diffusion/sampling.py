@@ -3,7 +3,8 @@
 Every solver integrates the probability-flow ODE of Karras et al. 2022 in the VE view, ``dx/dsigma = (x - D(x,
 sigma)) / sigma``, over a descending noise grid ``sigma_0 > ... > sigma_{N-1} > sigma_N = 0``:
 
-* :func:`sample_euler`: ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i`` with ``d_i = (x_i - D(x_i, sigma_i)) / sigma_i``;
+* :func:`sample_euler`: ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i`` with
+  ``d_i = (x_i - D(x_i, sigma_i)) / sigma_i``;
 * :func:`sample_heun`: EDM Algorithm 2 -- the Euler step followed by the trapezoidal correction
   ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (d_i + d'_{i+1}) / 2`` (skipped on the last step to ``sigma = 0``),
   2N - 1 network evaluations;

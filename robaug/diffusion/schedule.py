@@ -235,7 +235,8 @@ def karras_sigmas(
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
-def spaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "leading", steps_offset: int = 0) -> torch.Tensor:
+def spaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "leading",
+                     steps_offset: int = 0) -> torch.Tensor:
     """Descending integer timesteps of a ``num_steps``-step sampler, chosen as diffusers does
     (Lin et al. 2023, Table 2): ``leading`` ``(0, r, 2r, ...) + offset`` with ``r = T // n`` (DDIM paper's
     uniform skip), ``trailing`` ``round(T, T - T/n, ...) - 1``, ``linspace`` ``round(linspace(0, T - 1, n))``."""

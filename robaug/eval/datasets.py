@@ -57,7 +57,8 @@ def _hwc_to_batch(arr: np.ndarray) -> torch.Tensor:
 def _select_corruptions(
     found: Sequence[str], requested: Iterable[str] | None, root: Path, item: str, layout: str
 ) -> list[str]:
-    """The corruptions to evaluate: ``requested`` (all must be in ``found``) or every one found, benchmark order first."""
+    """The corruptions to evaluate: ``requested`` (all must be in ``found``) or every one found, benchmark order
+    first."""
     if requested is None:
         order = list(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)
         chosen = [c for c in order if c in found] + [c for c in found if c not in order]
@@ -182,7 +183,8 @@ class InMemoryCorruptionBenchmark(CorruptionBenchmark):
     """Corrupted sets held as uint8 tensors: ``data[corruption]`` has shape ``(S, N, C, H, W)`` for the
     ``severities`` in order, ``labels`` shape ``(N,)``. Returned by ``make_corrupted_dataset``."""
 
-    def __init__(self, data: Mapping[str, torch.Tensor], labels: torch.Tensor, severities: Sequence[int] = SEVERITIES) -> None:
+    def __init__(self, data: Mapping[str, torch.Tensor], labels: torch.Tensor,
+                 severities: Sequence[int] = SEVERITIES) -> None:
         self.data = dict(data)
         self.labels = torch.as_tensor(labels).long().reshape(-1)
         self.severities = [int(s) for s in severities]
@@ -190,7 +192,8 @@ class InMemoryCorruptionBenchmark(CorruptionBenchmark):
         for c, t in self.data.items():
             if t.ndim != 5 or t.shape[0] != len(self.severities) or t.shape[1] != len(self.labels):
                 raise ValueError(
-                    f"data[{c!r}] has shape {tuple(t.shape)}; expected ({len(self.severities)}, {len(self.labels)}, C, H, W)"
+                    f"data[{c!r}] has shape {tuple(t.shape)}; "
+                    f"expected ({len(self.severities)}, {len(self.labels)}, C, H, W)"
                 )
 
     def images(self, corruption: str, severity: int) -> torch.Tensor:
@@ -236,9 +239,11 @@ class ImageFolderCorruptionBenchmark(CorruptionBenchmark):
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root} is not a directory")
         found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        self.corruptions = _select_corruptions(found, corruptions, self.root, "folder {}/", "<corruption>/<severity>/ folders")
+        self.corruptions = _select_corruptions(found, corruptions, self.root, "folder {}/",
+                                               "<corruption>/<severity>/ folders")
         sevs = sorted(
-            {int(p.name) for c in self.corruptions for p in (self.root / c).iterdir() if p.is_dir() and p.name.isdigit()}
+            {int(p.name) for c in self.corruptions for p in (self.root / c).iterdir()
+             if p.is_dir() and p.name.isdigit()}
         )
         if not sevs:
             raise FileNotFoundError(f"no severity folders (1..5) under {self.root / self.corruptions[0]}")

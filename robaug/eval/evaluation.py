@@ -33,9 +33,11 @@ def _iterate_clean(data: Any, batch_size: int, num_workers: int) -> Iterator[tup
         if len(images) != len(labels):
             raise ValueError(f"clean set has {len(images)} images but {len(labels)} labels")
         for start in range(0, len(labels), batch_size):
-            yield to_float_batch(images[start: start + batch_size], name="clean images")[0], labels[start: start + batch_size]
+            yield (to_float_batch(images[start: start + batch_size], name="clean images")[0],
+                   labels[start: start + batch_size])
     elif isinstance(data, Dataset):
-        yield from DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_images)
+        yield from DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                              collate_fn=collate_images)
     else:
         raise TypeError(
             "clean must be a Dataset, a DataLoader or an (images, labels) pair of tensors, "

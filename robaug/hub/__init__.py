@@ -267,7 +267,8 @@ def download_weights(
         if force:
             raise ValueError("force=True is supported for registry entries only; delete the cache folder instead")
         folder = _hub_repo_files(name, revision or "main", cache_dir, False, progress)
-        return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+        return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*"))
+                if p.is_file() and not p.name.startswith(".")}
     raise ValueError(f"{name!r} is neither a registered weights name nor a Hub repo id. "
                      f"Registered: {', '.join(list_pretrained())}")
 

@@ -122,7 +122,8 @@ def _candidates(sd: Mapping[str, Any], mc: int, unet: bool) -> list[dict[str, An
             if max(_indices(sd, "output_blocks")) + 1 != n_in:
                 continue
             ups = [(n + 1) * m + n for m in range(levels - 1)]
-            marks = [any(f"output_blocks.{j}.{k}.{leaf}" in sd for k in (1, 2) for leaf in ("conv.weight", "in_layers.2.weight"))
+            marks = [any(f"output_blocks.{j}.{k}.{leaf}" in sd
+                         for k in (1, 2) for leaf in ("conv.weight", "in_layers.2.weight"))
                      for j in ups]
             # parameter-free upsampling pairs with parameter-free downsampling; else every level change has one
             if any(marks) if kinds == {"pool"} else not all(marks):

@@ -3,7 +3,8 @@
 Only ``safetensors.torch.load_file`` ever reads weights here; pickle-based formats are refused by name.
 Local inputs understood by :func:`resolve_local`:
 
-* ``model.safetensors`` with a robaug ``model.json`` next to it (``{"unet": ..., "scheduler": ..., "null_label": ...}``);
+* ``model.safetensors`` with a robaug ``model.json`` next to it
+  (``{"unet": ..., "scheduler": ..., "null_label": ...}``);
 * a diffusers model folder: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (+ optional
   ``scheduler_config.json`` or ``scheduler/scheduler_config.json``);
 * a diffusers pipeline folder: ``unet/`` and ``scheduler/`` subfolders;
@@ -124,7 +125,8 @@ def resolve_local(path: str | os.PathLike) -> ModelSpec:
         if p.suffix.lower() in PICKLE_SUFFIXES:
             raise UnsafeWeightsError(_unsafe_message(p))
         if p.suffix.lower() != ".safetensors":
-            raise ValueError(f"{p}: expected a .safetensors file or a model folder, not a {p.suffix or 'extensionless'} file")
+            raise ValueError(f"{p}: expected a .safetensors file or a model folder, "
+                             f"not a {p.suffix or 'extensionless'} file")
         if p.with_suffix(".json").is_file():
             return _json_pair_spec(p, p.with_suffix(".json"))
         if (p.parent / "config.json").is_file():

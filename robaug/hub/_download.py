@@ -136,7 +136,8 @@ def check_payload(path: str | os.PathLike, name: str | None = None) -> None:
             except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
                 raise InvalidFileError(f"{name}: unreadable safetensors header ({err})") from None
             if 8 + n + end != size:
-                raise InvalidFileError(f"{name}: the safetensors header describes {8 + n + end} bytes, the file has {size}")
+                raise InvalidFileError(f"{name}: the safetensors header describes {8 + n + end} bytes, "
+                                       f"the file has {size}")
 
 
 def _sweep_parts(dest: Path) -> None:

@@ -109,7 +109,8 @@ def adm_config(sd: Mapping[str, torch.Tensor], arch: str | None = None,
     kwargs.update(config)
     given = set(config) | (set(ADM_PRESETS[arch][1]) if arch else set())
     for key, value in inferred.items():
-        if key in given and not _same(kwargs[key], value) and not (key == "conv_resample" and inferred["resblock_updown"]):
+        if (key in given and not _same(kwargs[key], value)
+                and not (key == "conv_resample" and inferred["resblock_updown"])):
             raise ValueError(f"the weights say {key}={value!r} but --arch/--config says {kwargs[key]!r}")
         kwargs.setdefault(key, value)
     if alternatives and not {"num_res_blocks", "channel_mult"} <= given:

@@ -50,7 +50,8 @@ class _ModuleRecord:
 
     def _set(self, state: Any) -> None:
         if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"EDM pickle: state of {self.class_name} is {type(state).__name__}, not a dict")
+            raise pickle.UnpicklingError(f"EDM pickle: state of {self.class_name} is {type(state).__name__}, "
+                                         "not a dict")
         self.init_args = state.get("_init_args") or ()
         self.init_kwargs = state.get("_init_kwargs") or {}
         self.parameters = state.get("_parameters") or {}
@@ -85,7 +86,8 @@ class _EasyDict(dict):
 
 def _reconstruct_persistent_obj(meta: Any) -> _ModuleRecord:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("class_name"), str):
-        raise pickle.UnpicklingError("EDM pickle: malformed persistence record (expected type='class' and a class_name)")
+        raise pickle.UnpicklingError("EDM pickle: malformed persistence record "
+                                     "(expected type='class' and a class_name)")
     # meta["module_src"] is deliberately ignored: it is code, and nothing here runs it.
     return _ModuleRecord(meta["class_name"], meta.get("state"))
 

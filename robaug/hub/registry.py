@@ -54,7 +54,8 @@ class WeightFile:
                 f"registry file {self.filename!r}: only .safetensors and .json files may be listed "
                 "(robaug never unpickles downloaded files, so .bin/.pt/.ckpt are not allowed)"
             )
-        if self.sha256 is not None and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower())):
+        if self.sha256 is not None and (len(self.sha256) != 64
+                                        or any(c not in "0123456789abcdef" for c in self.sha256.lower())):
             raise ValueError(f"registry file {self.filename!r}: sha256 must be 64 hex digits, got {self.sha256!r}")
 
 
@@ -127,7 +128,8 @@ class WeightsEntry:
     def weights_file(self) -> WeightFile:
         """The safetensors file holding the UNet state dict."""
         if self.source == "convert":
-            raise ValueError(f"entry {self.name!r} has no downloadable weights; it is converted from {self.official_url}")
+            raise ValueError(f"entry {self.name!r} has no downloadable weights; "
+                             f"it is converted from {self.official_url}")
         return next(f for f in self.files if f.filename.endswith(".safetensors"))
 
     @property
@@ -147,7 +149,8 @@ class WeightsEntry:
     def with_revision(self, revision: str) -> "WeightsEntry":
         """The same Hub entry at another revision; sha256 values no longer apply and are dropped."""
         if self.source != "hub":
-            raise ValueError(f"entry {self.name!r} is not on the Hub (source={self.source!r}); revision= does not apply")
+            raise ValueError(f"entry {self.name!r} is not on the Hub (source={self.source!r}); "
+                             "revision= does not apply")
         if revision == self.revision:
             return self
         files = tuple(dataclasses.replace(f, sha256=None) for f in self.files)

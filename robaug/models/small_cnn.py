@@ -17,7 +17,8 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         c_in = in_channels
         for c_out, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

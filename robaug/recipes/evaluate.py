@@ -157,7 +157,8 @@ def final_evaluation(
 
     ``model`` takes float images in [0, 1]. The DE is evaluated on the first ``de_clean_images`` clean test
     images and the first ``de_images`` images of every corrupted set (all when None), and the plain classifier
-    on the same subsets too, so the two compare like for like. ``de_kwargs`` go to :class:`robaug.DiffAugEnsemble` (e.g. ``autocast_dtype``).
+    on the same subsets too, so the two compare like for like. ``de_kwargs`` go to
+    :class:`robaug.DiffAugEnsemble` (e.g. ``autocast_dtype``).
     """
     t0 = time.perf_counter()
     model.eval()
@@ -185,7 +186,8 @@ def final_evaluation(
                               "clean_images": min(n_clean, len(test)) if n_clean is not None else len(test)}
         de_kw = dict(denoiser=denoiser, ensemble_timesteps=list(de_timesteps), ensemble_kwargs=de_kwargs or None)
         de["clean_accuracy"] = 1.0 - evaluate_error(model, sub_clean, batch_size=batch_size, device=device, **de_kw)
-        de["plain_clean_accuracy"] = 1.0 - evaluate_error(model, sub_clean, batch_size=batch_size, device=device, amp=amp)
+        de["plain_clean_accuracy"] = 1.0 - evaluate_error(model, sub_clean, batch_size=batch_size, device=device,
+                                                          amp=amp)
         if bench is not None:
             sub = SubsetBenchmark(bench, n) if n is not None else bench
             res_de = evaluate_corruptions(model, sub, batch_size=batch_size, device=device, progress=progress,

@@ -182,7 +182,8 @@ def generate_dataset(
         "format": FORMAT, "version": FORMAT_VERSION, "num_samples": num_samples, "shard_size": shard_size,
         "num_shards": num_shards, "batch_size": batch_size, "seed": int(seed),
         "sample_seed": "seed * 2**32 + index", "num_classes": num_classes,
-        "labels": "index % num_classes" if num_classes else ("classifier prediction" if filter_classifier else "none (-1)"),
+        "labels": ("index % num_classes" if num_classes
+                   else ("classifier prediction" if filter_classifier else "none (-1)")),
         "classes": list(classes) if classes is not None else None, "layout": layout, "image_shape": image_shape,
         "model": {"name": model_name, "fingerprint": _fingerprint(denoiser)},
         "sampler": sampler.config() if hasattr(sampler, "config") else {"type": type(sampler).__name__},
@@ -249,7 +250,8 @@ def _run(root: Path, plan: dict, sampler, num_samples: int, shard_size: int, bat
     if rank != 0:
         diff = _plan_diff(plan, {k: load_manifest(root).get(k) for k in plan})
         if diff:
-            raise RuntimeError(f"rank {rank}: settings differ from rank 0's in {diff}; every rank needs the same arguments")
+            raise RuntimeError(f"rank {rank}: settings differ from rank 0's in {diff}; "
+                               "every rank needs the same arguments")
 
     # -- this rank's shards ---------------------------------------------------------------------------------
     todo = []
@@ -296,7 +298,8 @@ def _run(root: Path, plan: dict, sampler, num_samples: int, shard_size: int, bat
             extra = {"confidence": torch.cat(confs)} if confs else {}
             rel = shard_file(k)
             sha = write_shard(root / rel, images.contiguous(), lab_all, **extra)
-            counts = torch.bincount(lab_all.clamp(min=0), minlength=num_classes or 0).tolist() if (lab_all >= 0).any() else []
+            counts = (torch.bincount(lab_all.clamp(min=0), minlength=num_classes or 0).tolist()
+                      if (lab_all >= 0).any() else [])
             write_shard_record(root, k, {
                 "index": k, "file": rel, "start": start, "count": stop - start, "bytes": (root / rel).stat().st_size,
                 "seed_start": sample_seed(seed, start), "sha256": sha, "class_counts": counts})
@@ -309,7 +312,8 @@ def _run(root: Path, plan: dict, sampler, num_samples: int, shard_size: int, bat
     if rank == 0:
         missing = [k for k in range(num_shards) if not shard_record_path(root, k).is_file()]
         if missing:
-            raise RuntimeError(f"{len(missing)} shard(s) missing after generation (e.g. {missing[:5]}); rerun to finish")
+            raise RuntimeError(f"{len(missing)} shard(s) missing after generation (e.g. {missing[:5]}); "
+                               "rerun to finish")
         shards = [json.loads(shard_record_path(root, k).read_text()) for k in range(num_shards)]
         selection = None
         if filter_classifier is not None:

@@ -5,4 +5,5 @@ from .ifs import generate_fractals
 from .ipmix import IPMIX_PRESETS, IPMix
 from .mixing_set import MixingSet
 
-__all__ = ["DiffAug", "DiffAugEnsemble", "diffuse_and_denoise", "IPMix", "IPMIX_PRESETS", "MixingSet", "generate_fractals"]
+__all__ = ["DiffAug", "DiffAugEnsemble", "diffuse_and_denoise", "IPMix", "IPMIX_PRESETS", "MixingSet",
+           "generate_fractals"]

@@ -353,7 +353,8 @@ class DiffAugEnsemble(GeneratorMixin, _FrozenDenoiser):
                     )
             logits = self.classifier(view)
             if logits.ndim != 2 or logits.shape[0] != b:
-                raise ValueError(f"DiffAugEnsemble: classifier must return (B, num_classes) logits, got {tuple(logits.shape)}")
+                raise ValueError("DiffAugEnsemble: classifier must return (B, num_classes) logits, "
+                                 f"got {tuple(logits.shape)}")
             log_ps.append(logits.float().log_softmax(dim=1))
         return torch.stack(log_ps).logsumexp(dim=0) - math.log(len(log_ps))
 

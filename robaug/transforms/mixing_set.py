@@ -239,11 +239,13 @@ class MixingSet:
             if base is None:
                 base = self._load_rgb(height, width, device)
                 self._cache[base_key] = base
-            cached = float_to_uint8(_convert_channels(base.float().div_(255), channels)) if base.shape[1] != channels else base
+            cached = (float_to_uint8(_convert_channels(base.float().div_(255), channels))
+                      if base.shape[1] != channels else base)
             self._cache[key] = cached
         return cached
 
-    def prepare(self, size: int | tuple[int, int], channels: int = 3, device: torch.device | str = "cpu") -> "MixingSet":
+    def prepare(self, size: int | tuple[int, int], channels: int = 3,
+                device: torch.device | str = "cpu") -> "MixingSet":
         """Build the set for an input size ahead of time (e.g. before forking DataLoader workers)."""
         if isinstance(size, int):
             size = (size, size)

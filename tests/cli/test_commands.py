@@ -65,7 +65,8 @@ def test_light_commands_do_not_import_torch(name):
 
 
 def test_python_dash_m_robaug_list():
-    r = subprocess.run([sys.executable, "-m", "robaug", "list"], env=_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "robaug", "list"], env=_env(), capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0 and "fmnist-ddpm" in r.stdout.split(), r.stderr
 
 

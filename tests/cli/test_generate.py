@@ -35,7 +35,8 @@ def test_cli_with_classifier_specs_contrastive_guidance_and_filter(tmp_path):
     assert main_generate([*args, "--out", str(tmp_path / "a")]) == 0
     m = load_manifest(tmp_path / "a")
     kinds = [t["type"] for t in m["sampler"]["terms"]]
-    assert m["sampler"]["sampler"] == "ContrastiveGuidedSampler" and kinds == ["ClassifierGuidance", "ContrastiveGuidance"]
+    assert m["sampler"]["sampler"] == "ContrastiveGuidedSampler"
+    assert kinds == ["ClassifierGuidance", "ContrastiveGuidance"]
     assert m["filter"]["fingerprint"] and m["selection"]["count"] == 3  # 1 of 2 per class
     assert len(ShardDataset(tmp_path / "a")) == 3
     # contrastive samples are coupled within a batch, but a rerun of the same command reproduces them exactly

@@ -47,7 +47,8 @@ def hard_loss_loop(z1, z2, tau, tau_plus, beta):
 @pytest.mark.parametrize("tau,tau_plus,beta", [(10.0, 0.1, 1.0), (0.5, 0.1, 1.0), (0.2, 0.05, 0.5), (0.5, 0.0, 0.0)])
 def test_hard_negative_loss_matches_the_equations(tau, tau_plus, beta):
     z1, z2 = embeddings()
-    torch.testing.assert_close(hard_negative_loss(z1, z2, tau, tau_plus, beta), hard_loss_loop(z1, z2, tau, tau_plus, beta))
+    torch.testing.assert_close(hard_negative_loss(z1, z2, tau, tau_plus, beta),
+                               hard_loss_loop(z1, z2, tau, tau_plus, beta))
 
 
 def test_hard_negative_clamp_is_active_for_large_tau_plus():

@@ -10,7 +10,8 @@ from torch import nn
 from robaug.diffusion import CallableDenoiser, DiffusersDenoiser
 from robaug.diffusion.samplers import GuidedDiffusion, sample_loop, sampling_sigmas, spaced_timesteps
 
-SCHED = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, prediction_type="epsilon")
+SCHED = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+             prediction_type="epsilon")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def mixture_denoiser():
         post = (sd**2 * x.unsqueeze(1) + s2.unsqueeze(1) * m) / (sd**2 + s2.unsqueeze(1))
         return (w * post).sum(1)
 
-    return CallableDenoiser(fn, in_channels=1, sample_size=4, num_classes=2, null_label=2, sigma_min=0.002, sigma_max=80.0)
+    return CallableDenoiser(fn, in_channels=1, sample_size=4, num_classes=2, null_label=2, sigma_min=0.002,
+                            sigma_max=80.0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,8 +157,8 @@ def test_heun_equals_edm_algorithm2(s_churn):
     latents = draw()
     sig = sampling_sigmas(D, 12)  # eq. 5 with sigma_N = 0
     assert sig[0] == 80.0 and abs(sig[-2] - 0.002) < 1e-12 and sig[-1] == 0.0
-    ref = edm_algorithm2(lambda x, s, y: D(x, torch.tensor(s, dtype=torch.float64), y), latents, draw, labels, sig.tolist(),
-                         kw["s_churn"], kw["s_tmin"], kw["s_tmax"], kw["s_noise"])
+    ref = edm_algorithm2(lambda x, s, y: D(x, torch.tensor(s, dtype=torch.float64), y), latents, draw, labels,
+                         sig.tolist(), kw["s_churn"], kw["s_tmin"], kw["s_tmax"], kw["s_noise"])
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
     assert sampler.num_evals == 2 * 12 - 1
 

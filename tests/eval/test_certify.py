@@ -62,7 +62,8 @@ def test_certify_accuracy_curve_and_abstain() -> None:
     assert res.predictions.dtype == torch.int64 and res.predictions.shape == (7,)
     expect0 = float(((res.predictions == y) & (res.radii >= 0)).double().mean())
     assert res.certified_accuracy(0.0) == pytest.approx(expect0)
-    assert res.certified_accuracy(0.3) == pytest.approx(float(((res.predictions == y) & (res.radii >= 0.3)).double().mean()))
+    assert res.certified_accuracy(0.3) == pytest.approx(
+        float(((res.predictions == y) & (res.radii >= 0.3)).double().mean()))
     radii, acc = res.curve([0.0, 0.1, 0.3, 10.0])
     assert list(radii) == [0.0, 0.1, 0.3, 10.0] and acc[-1] == 0.0 and (np.diff(acc) <= 0).all()
     assert res.abstain_rate == pytest.approx(float((res.predictions == -1).double().mean()))

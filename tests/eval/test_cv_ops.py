@@ -1,4 +1,5 @@
-"""Tests for robaug.eval._cv_ops: the OpenCV operations against values computed by OpenCV and naive loop implementations."""
+"""Tests for robaug.eval._cv_ops: the OpenCV operations against values computed by OpenCV and naive loop
+implementations."""
 
 from __future__ import annotations
 

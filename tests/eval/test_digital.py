@@ -1,4 +1,5 @@
-"""Tests for robaug.eval.digital: contrast, saturation, pixelate, JPEG and the elastic transform against colorsys / PIL."""
+"""Tests for robaug.eval.digital: contrast, saturation, pixelate, JPEG and the elastic transform against
+colorsys / PIL."""
 
 from __future__ import annotations
 

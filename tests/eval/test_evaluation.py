@@ -279,7 +279,8 @@ def test_requested_corruptions_missing_from_either_layout_are_named(tmp_path):
 def test_old_module_path_warns_and_resolves():
     from robaug.eval import benchmarks
 
-    with pytest.warns(FutureWarning, match=r"robaug\.eval\.benchmarks\.evaluate_corruptions moved: .*robaug\.eval\.evaluation.*0\.3\.0"):
+    with pytest.warns(FutureWarning, match=r"robaug\.eval\.benchmarks\.evaluate_corruptions moved: "
+                                           r".*robaug\.eval\.evaluation.*0\.3\.0"):
         old = benchmarks.evaluate_corruptions
     assert old is evaluate_corruptions
     with pytest.raises(AttributeError):

@@ -1,5 +1,6 @@
 """robaug.eval has no import circle: every module imports on its own in a fresh interpreter, and the graph of
-imports between robaug.eval modules (module level and inside functions) is acyclic. kornia is imported only where it is used."""
+imports between robaug.eval modules (module level and inside functions) is acyclic. kornia is imported only where
+it is used."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Tests for robaug.eval.kernels: padding, motion blur and zoom against numpy / naive loops, and every kornia replacement
-against robaug's own kernel within the stated tolerance."""
+"""Tests for robaug.eval.kernels: padding, motion blur and zoom against numpy / naive loops, and every kornia
+replacement against robaug's own kernel within the stated tolerance."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def test_clipped_zoom_matches_crop_and_corner_aligned_resize(zoom):
 @pytest.mark.parametrize("sigma,truncate", [(0.05, 4.0), (0.35, 4.0), (0.7, 4.0), (1.0, 3.0), (2.5, 4.0), (6.4, 3.0)])
 def test_gaussian_kernel_from_kornia_is_the_hand_written_scipy_kernel(sigma, truncate):
     # tolerance 0: kornia's get_gaussian_kernel1d in float64, normalised and cast to float32, is bit-identical to
-    # the kernel robaug wrote by hand before, exp(-(t / sigma)^2 / 2) / sum over t = -r..r, r = int(truncate sigma + 0.5)
+    # the kernel robaug wrote by hand before, exp(-(t / sigma)^2 / 2) / sum over t = -r..r,
+    # r = int(truncate sigma + 0.5)
     r = int(truncate * sigma + 0.5)
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     old = torch.exp(-0.5 * (t / sigma) ** 2)

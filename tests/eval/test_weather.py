@@ -1,5 +1,5 @@
-"""Tests for robaug.eval.weather: brightness, fog and spatter against colorsys, the plasma formula and a numpy re-run of the
-reference pipeline."""
+"""Tests for robaug.eval.weather: brightness, fog and spatter against colorsys, the plasma formula and a numpy re-run
+of the reference pipeline."""
 
 from __future__ import annotations
 

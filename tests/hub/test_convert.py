@@ -270,7 +270,8 @@ def test_shapes_give_back_the_architecture(name):
         net = (EncoderUNetModel if classifier else UNetModel)(**kw)
     family, inferred, alternatives = infer_adm_config(net.state_dict())
     assert family == ("adm-classifier" if classifier else "adm") and alternatives == []
-    assert {"model_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "out_channels"} <= set(inferred)
+    assert {"model_channels", "channel_mult", "num_res_blocks", "attention_resolutions",
+            "out_channels"} <= set(inferred)
     for key, value in inferred.items():
         if key == "conv_resample" and kw.get("resblock_updown"):
             continue  # unused (and unknowable) with residual resampling

@@ -121,7 +121,8 @@ class _Record:
         m = self.module
         return {
             "training": False,
-            "_parameters": {k: (None if v is None else nn.Parameter(v.detach().clone())) for k, v in m._parameters.items()},
+            "_parameters": {k: (None if v is None else nn.Parameter(v.detach().clone()))
+                            for k, v in m._parameters.items()},
             "_buffers": {k: (None if v is None else v.detach().clone()) for k, v in m._buffers.items()},
             "_modules": {k: (_DictRecord if isinstance(c, nn.ModuleDict) else _Record)(c, self.reconstruct, self.src)
                          for k, c in m._modules.items()},

@@ -153,8 +153,10 @@ def test_attack_leaves_bn_statistics_and_modes_alone(bn_mode):
     assert model[1].track_running_stats
     assert all(p.grad is None for p in model.parameters())  # the attack takes no parameter gradient
     # the two modes differ: batch statistics vs running statistics
-    a = trades_attack(model, x, eps=0.1, step_size=0.03, steps=2, bn_mode="batch", generator=torch.Generator().manual_seed(0))
-    b = trades_attack(model, x, eps=0.1, step_size=0.03, steps=2, bn_mode="eval", generator=torch.Generator().manual_seed(0))
+    a = trades_attack(model, x, eps=0.1, step_size=0.03, steps=2, bn_mode="batch",
+                      generator=torch.Generator().manual_seed(0))
+    b = trades_attack(model, x, eps=0.1, step_size=0.03, steps=2, bn_mode="eval",
+                      generator=torch.Generator().manual_seed(0))
     assert not torch.equal(a, b)
     # an eval-mode model stays in eval mode
     model.eval()
@@ -212,7 +214,8 @@ def test_attack_moves_under_fp16_autocast_where_the_gradients_underflow():
     moved = {}
     for fp16 in (False, True):
         with torch.autocast("cpu", dtype=torch.float16, enabled=fp16):
-            x_adv = trades_attack(model, x, eps=0.1, step_size=0.02, steps=3, generator=torch.Generator().manual_seed(0))
+            x_adv = trades_attack(model, x, eps=0.1, step_size=0.02, steps=3,
+                                  generator=torch.Generator().manual_seed(0))
         moved[fp16] = ((x_adv - start).abs() > 1e-6).float().mean().item()
         assert (x_adv - x).abs().max() <= 0.1 + 1e-6
     assert moved[False] > 0.9 and moved[True] > 0.9

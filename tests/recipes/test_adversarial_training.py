@@ -65,7 +65,8 @@ def test_interrupted_synthetic_trades_run_resumes_to_identical_weights(tmp_path,
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 6
     monkeypatch.setattr(train_mod, "lr_at", real_lr_at)
     resumed = train(TrainConfig(**kw, out_dir=str(tmp_path / "cut")))
-    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed["clean_accuracy"] == full["clean_accuracy"]
@@ -105,7 +106,8 @@ def test_trades_with_synthetic_data_on_two_gloo_processes(tmp_path, shard_dir):
                         "-m", "robaug", "train", "--recipe", "trades", "--train-subset", "256",
                         "--test-subset", "64", "--batch-size", "20", "--model-kwargs", '{"width": 4}', "--steps", "3",
                         "--log-every", "1", "--no-eval-corruptions", "--no-progress", "--trades-eps", "0.1",
-                        "--trades-step-size", "0.04", "--trades-steps", "2", "--synthetic-data", str(shard_dir / "shards"),
+                        "--trades-step-size", "0.04", "--trades-steps", "2",
+                        "--synthetic-data", str(shard_dir / "shards"),
                         "--eval-pgd", "0.1,2", "--eval-adv-images", "20", "--out-dir", str(out)],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

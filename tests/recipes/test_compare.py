@@ -23,13 +23,16 @@ def test_quickstart_notebook_runs(tmp_path):
         "import torch\ntorch.set_num_threads(1)\n"
     )
     nb.cells.insert(0, env_cell)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     outputs = "".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
+        o.get("text", "") for c in nb.cells if c.cell_type == "code"
+        for o in c.get("outputs", []) if o.get("output_type") == "stream"
     )
     assert "clean accuracy" in outputs
-    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not [o for c in nb.cells if c.cell_type == "code"
+                for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
 def test_quick_compare_small(tmp_path, tiny_denoiser_path):
@@ -37,7 +40,8 @@ def test_quick_compare_small(tmp_path, tiny_denoiser_path):
     from robaug.recipes import quick_compare
 
     r = quick_compare(("baseline", "diffaug"), steps=3, batch_size=16, train_subset=256, test_subset=64,
-                      corruption_images=8, denoiser=str(tiny_denoiser_path), out_dir=tmp_path / "runs", cache_dir=tmp_path / "c",
+                      corruption_images=8, denoiser=str(tiny_denoiser_path), out_dir=tmp_path / "runs",
+                      cache_dir=tmp_path / "c",
                       progress=False, verbose=False, plot=tmp_path / "cmp.png")
     assert [row["recipe"] for row in r["rows"]] == ["baseline", "diffaug"]
     for row in r["rows"]:

@@ -109,6 +109,7 @@ def test_unconditional_generation_with_pseudo_labels(tmp_path):
         pred = make_classifier()(x.float() / 255).argmax(1)
     assert torch.equal(y, pred)
     m0 = generate_dataset(tmp_path / "u0", GuidedDiffusion(D, num_steps=3), 2, progress=False)
+    assert m0["num_classes"] is None and m0["labels"] == "none (-1)"
     assert load_shards(tmp_path / "u0")[1].tolist() == [-1, -1]
 
 

@@ -157,7 +157,8 @@ def test_finished_run_is_not_retrained_and_config_mismatch_is_refused(tmp_path):
 
 
 def _cli_args(out: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "robaug", "train", "--train-subset", "1024", "--test-subset", "100", "--batch-size", "32",
+    return [sys.executable, "-m", "robaug", "train", "--train-subset", "1024", "--test-subset", "100",
+            "--batch-size", "32",
             "--model", "small_cnn", "--model-kwargs", '{"width": 8}', "--steps", str(steps), "--ckpt-every", "10",
             "--log-every", "5", "--no-eval-corruptions", "--no-progress", "--lr", "0.05", "--out-dir", str(out),
             "--seed", "4"]
@@ -209,8 +210,8 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     with _one_thread():
         train(config_from_args([*common, "--out-dir", str(one)]))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "robaug", "train", *common, "--out-dir", str(two)], env=_env(), capture_output=True, text=True,
-                       timeout=300)
+                        "-m", "robaug", "train", *common, "--out-dir", str(two)], env=_env(), capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((two / "results.json").read_text())
     assert res["world_size"] == 2

@@ -78,10 +78,12 @@ def test_translate(images, axis):
 def test_general_affine_matrix_matches_torchvision_affine(images):
     _, x = images
     n, _, h, w = x.shape
-    angle, tx, ty = torch.tensor([5.0, -12.0, 30.0, 0.0]), torch.tensor([1.0, -2.0, 0.0, 3.0]), torch.tensor([0.0, 2.0, -1.0, 1.0])
+    angle = torch.tensor([5.0, -12.0, 30.0, 0.0])
+    tx, ty = torch.tensor([1.0, -2.0, 0.0, 3.0]), torch.tensor([0.0, 2.0, -1.0, 1.0])
     sx, sy = torch.tensor([4.0, 0.0, -7.0, 2.0]), torch.tensor([0.0, 3.0, 1.0, -5.0])
     cx, cy = torch.tensor([0.0, -w / 2, 2.0, 1.0]), torch.tensor([0.0, -h / 2, -3.0, 0.5])
-    mat = O.affine_matrix(n, angle=angle, translate_x=tx, translate_y=ty, shear_x=sx, shear_y=sy, center_x=cx, center_y=cy)
+    mat = O.affine_matrix(n, angle=angle, translate_x=tx, translate_y=ty, shear_x=sx, shear_y=sy,
+                          center_x=cx, center_y=cy)
     ref = torch.stack(
         [
             TF.affine(
@@ -192,5 +194,5 @@ def test_warp_window_is_the_crop_of_the_full_warp(images, mode):
     win = O.warp(x, theta, mode=mode, window=(top, left, 5, 7))
     assert win.shape == (n, x.shape[1], 5, 7)
     for i in range(n):
-        t, l = int(top[i]), int(left[i])
-        assert torch.equal(win[i], full[i, :, t : t + 5, l : l + 7])  # the same sampling, bit for bit
+        t, lf = int(top[i]), int(left[i])
+        assert torch.equal(win[i], full[i, :, t : t + 5, lf : lf + 7])  # the same sampling, bit for bit

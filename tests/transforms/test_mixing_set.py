@@ -20,8 +20,10 @@ def test_mixing_set_from_tensor_resizes_and_converts_channels():
     torch.testing.assert_close(out[:1], ref, atol=1 / 255 + 1e-6, rtol=0)  # stored as uint8
     gray = ms.sample(torch.tensor([1]), (16, 16), 1)
     assert gray.shape == (1, 1, 16, 16)
-    torch.testing.assert_close(gray, TF.rgb_to_grayscale(ms.sample(torch.tensor([1]), (16, 16), 3)), atol=2 / 255, rtol=0)
-    rgb_from_gray = MixingSet(torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)).sample(torch.tensor([1]), (8, 8), 3)
+    torch.testing.assert_close(gray, TF.rgb_to_grayscale(ms.sample(torch.tensor([1]), (16, 16), 3)),
+                               atol=2 / 255, rtol=0)
+    rgb_from_gray = MixingSet(torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)).sample(
+        torch.tensor([1]), (8, 8), 3)
     assert rgb_from_gray.shape == (1, 3, 8, 8) and torch.equal(rgb_from_gray[:, 0], rgb_from_gray[:, 2])
 
 

@@ -47,7 +47,8 @@ def load_manifest(root: str | os.PathLike) -> dict:
     if m.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest (format={m.get('format')!r})")
     if int(m.get("version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {m['version']} is newer than this robaug ({FORMAT_VERSION}); upgrade robaug")
+        raise ValueError(f"{path}: format version {m['version']} is newer than this robaug ({FORMAT_VERSION}); "
+                         "upgrade robaug")
     return m
 
 

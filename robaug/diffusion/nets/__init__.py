@@ -18,7 +18,8 @@ _LAZY = {
     "EncoderUNetModel": ".adm",
 }
 
-__all__ = ["DhariwalUNet", "SongUNet", "VEDenoiser", "VPDenoiser", "build_edm_denoiser", "UNetModel", "EncoderUNetModel"]
+__all__ = ["DhariwalUNet", "SongUNet", "VEDenoiser", "VPDenoiser", "build_edm_denoiser", "UNetModel",
+           "EncoderUNetModel"]
 
 
 def __getattr__(name: str) -> Any:

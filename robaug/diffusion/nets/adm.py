@@ -184,7 +184,8 @@ class UNetModel(_Trunk):
         self.output_blocks = nn.ModuleList([])
         for level, mult in list(enumerate(channel_mult))[::-1]:
             for i in range(num_res_blocks + 1):
-                layers: list[nn.Module] = [ResBlock(ch + chans.pop(), emb_dim, out_channels=int(model_channels * mult), **res)]
+                layers: list[nn.Module] = [
+                    ResBlock(ch + chans.pop(), emb_dim, out_channels=int(model_channels * mult), **res)]
                 ch = int(model_channels * mult)
                 if ds in self.attention_resolutions:
                     layers.append(AttentionBlock(ch, num_heads=num_heads_upsample, num_head_channels=num_head_channels,
@@ -196,7 +197,8 @@ class UNetModel(_Trunk):
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
         self.out = nn.Sequential(
-            normalization(ch), nn.SiLU(), _zero(nn.Conv2d(int(channel_mult[0] * model_channels), out_channels, 3, padding=1))
+            normalization(ch), nn.SiLU(),
+            _zero(nn.Conv2d(int(channel_mult[0] * model_channels), out_channels, 3, padding=1)),
         )
 
     @property

@@ -218,7 +218,8 @@ class AttentionBlock(nn.Module):
             self.num_heads = num_heads
         else:
             if channels % num_head_channels:
-                raise ValueError(f"attention channels {channels} not divisible by num_head_channels={num_head_channels}")
+                raise ValueError(f"attention channels {channels} not divisible by "
+                                 f"num_head_channels={num_head_channels}")
             self.num_heads = channels // num_head_channels
         self.use_checkpoint = use_checkpoint
         self.legacy = not use_new_attention_order
@@ -242,7 +243,8 @@ class AttentionPool2d(nn.Module):
     """CLIP-style attention pooling (the ADM classifier's head): the mean feature, prepended to the positions
     and given a learned positional embedding, attends to all positions; its output row is returned."""
 
-    def __init__(self, spacial_dim: int, embed_dim: int, num_heads_channels: int, output_dim: int | None = None) -> None:
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads_channels: int,
+                 output_dim: int | None = None) -> None:
         super().__init__()
         self.positional_embedding = nn.Parameter(torch.randn(embed_dim, spacial_dim**2 + 1) / embed_dim**0.5)
         self.qkv_proj = nn.Conv1d(embed_dim, 3 * embed_dim, 1)

@@ -52,7 +52,10 @@ class VPDenoiser(EDMDenoiser):
         super().__init__(net, **kwargs)
 
     def sigma_to_vp_t(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The VP SDE time ``t in (0, 1]`` of a noise level (inverse of ``sigma(t) = sqrt(e^{beta_d t^2/2 + beta_min t} - 1)``)."""
+        """The VP SDE time ``t in (0, 1]`` of a noise level.
+
+        The inverse of ``sigma(t) = sqrt(e^{beta_d t^2/2 + beta_min t} - 1)``.
+        """
         return ((self.beta_min**2 + 2 * self.beta_d * torch.log1p(sigma * sigma)).sqrt() - self.beta_min) / self.beta_d
 
     def preconditioning(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,7 +71,8 @@ class VEDenoiser(EDMDenoiser):
 
     def __init__(self, net: nn.Module, sigma_min: float = 0.02, sigma_max: float = 100.0, **kwargs: Any) -> None:
         super().__init__(
-            net, sigma_min=max(float(sigma_min), _SAMPLER_SIGMA_MIN), sigma_max=min(float(sigma_max), _SAMPLER_SIGMA_MAX),
+            net, sigma_min=max(float(sigma_min), _SAMPLER_SIGMA_MIN),
+            sigma_max=min(float(sigma_max), _SAMPLER_SIGMA_MAX),
             **kwargs,
         )
 

@@ -143,9 +143,11 @@ class UNetBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.num_heads = 0 if not attention else int(num_heads if num_heads is not None else out_channels // channels_per_head)
+        self.num_heads = 0 if not attention else int(
+            num_heads if num_heads is not None else out_channels // channels_per_head)
         if attention and (self.num_heads < 1 or out_channels % self.num_heads):
-            raise ValueError(f"UNetBlock: {out_channels} channels cannot be split into {self.num_heads} attention heads")
+            raise ValueError(f"UNetBlock: {out_channels} channels cannot be split into "
+                             f"{self.num_heads} attention heads")
         self.dropout, self.skip_scale, self.adaptive_scale = float(dropout), float(skip_scale), bool(adaptive_scale)
         self.norm0 = GroupNorm(in_channels, eps=eps)
         self.conv0 = Conv2d(in_channels, out_channels, 3, up=up, down=down, resample_filter=resample_filter)

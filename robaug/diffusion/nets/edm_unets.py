@@ -90,7 +90,8 @@ class SongUNet(_EDMUNet):
         _check("encoder_type", encoder_type, ("standard", "skip", "residual"))
         _check("decoder_type", decoder_type, ("standard", "skip"))
         super().__init__()
-        self.img_resolution, self.label_dim, self.label_dropout = int(img_resolution), int(label_dim), float(label_dropout)
+        self.img_resolution, self.label_dim = int(img_resolution), int(label_dim)
+        self.label_dropout = float(label_dropout)
         self.downsample_factor = 2 ** (len(channel_mult) - 1)  # H and W must be multiples of it
         emb_ch, noise_ch = model_channels * channel_mult_emb, model_channels * channel_mult_noise
         blk = dict(emb_channels=emb_ch, num_heads=1, dropout=dropout, skip_scale=math.sqrt(0.5), eps=1e-6,
@@ -115,7 +116,8 @@ class SongUNet(_EDMUNet):
             else:
                 self.enc[f"{res}x{res}_down"] = UNetBlock(cout, cout, down=True, **blk)
                 if encoder_type == "skip":
-                    self.enc[f"{res}x{res}_aux_down"] = Conv2d(caux, caux, 0, down=True, resample_filter=resample_filter)
+                    self.enc[f"{res}x{res}_aux_down"] = Conv2d(caux, caux, 0, down=True,
+                                                               resample_filter=resample_filter)
                     self.enc[f"{res}x{res}_aux_skip"] = Conv2d(caux, cout, 1)
                 if encoder_type == "residual":
                     self.enc[f"{res}x{res}_aux_residual"] = Conv2d(
@@ -196,7 +198,8 @@ class DhariwalUNet(_EDMUNet):
         label_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.img_resolution, self.label_dim, self.label_dropout = int(img_resolution), int(label_dim), float(label_dropout)
+        self.img_resolution, self.label_dim = int(img_resolution), int(label_dim)
+        self.label_dropout = float(label_dropout)
         self.downsample_factor = 2 ** (len(channel_mult) - 1)  # H and W must be multiples of it
         emb_ch = model_channels * channel_mult_emb
         blk = dict(emb_channels=emb_ch, channels_per_head=64, dropout=dropout)

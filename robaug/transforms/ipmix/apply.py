@@ -19,7 +19,8 @@ from .plan import OP_COLUMNS, Plan
 __all__ = ["apply_plan"]
 
 
-def apply_plan(plan: Plan, x: torch.Tensor, mix: torch.Tensor, clamp: bool = True, inplace: bool = False) -> torch.Tensor:
+def apply_plan(plan: Plan, x: torch.Tensor, mix: torch.Tensor, clamp: bool = True,
+               inplace: bool = False) -> torch.Tensor:
     """The views ``(views, B, C, H, W)`` of the contiguous float batch ``x`` under ``plan``; ``mix`` holds the
     mixing pictures at ``x``'s size (float in [0, 1], or uint8). With ``inplace`` (and one view) the result is
     written into ``x`` itself; ``clamp`` clamps it to [0, 1] (rounding errors of order 1e-7)."""

@@ -14,7 +14,8 @@ __all__ = ["IMAGE_OPS", "ALL_IMAGE_OPS", "MIXING_OPS", "GROUPS", "image_op", "im
            "mix_patches", "op_groups"]
 
 IMAGE_OPS = (
-    "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y", "mirror", "invert",
+    "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
+    "mirror", "invert",
 )  # fmt: skip
 ALL_IMAGE_OPS = IMAGE_OPS + ("autocontrast", "color", "contrast", "brightness", "sharpness")
 MIXING_OPS = ("add", "multiply", "random_pixels", "random_elems")
@@ -128,7 +129,8 @@ def mix_patches(
         if op == "add":  # [a (2 x1 - 1) + b (2 x2 - 1) + 1] / 2
             mixed = torch.addcmul(half, a, y1).addcmul_(b, y2).clamp_(0, 1)
             y1.lerp_(mixed, r)
-        elif op == "multiply":  # (2 x1)^a max(2 x2, 1e-37)^b / 2 = exp(a log x1 + b log max(x2, 5e-38) + (a + b - 1) log 2)
+        elif op == "multiply":
+            # (2 x1)^a max(2 x2, 1e-37)^b / 2 = exp(a log x1 + b log max(x2, 5e-38) + (a + b - 1) log 2)
             log_mix = torch.addcmul(half * (-2 * math.log(2)), a, y1.log())
             mixed = log_mix.addcmul_(b, y2.clamp(min=5e-38).log_()).exp_().clamp_(0, 1)
             y1.lerp_(mixed, r)

@@ -24,7 +24,8 @@ def _batch(b=8, c=3, h=32, w=32, seed=1):
 
 
 def test_patch_mixes_follow_the_official_formulas():
-    """``mix_patches`` against the official add/multiply/random_pixels/random_elems (then clipped, pasted in the patch)."""
+    """``mix_patches`` against the official add/multiply/random_pixels/random_elems (then clipped, pasted in the
+    patch)."""
     g = torch.Generator().manual_seed(0)
     n = 4
     x1, x2 = torch.rand(n, 3, 8, 8, generator=g), torch.rand(n, 3, 8, 8, generator=g)
