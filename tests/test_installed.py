@@ -15,7 +15,8 @@ import robaug
 
 @pytest.mark.skipif(os.environ.get("ROBAUG_EXPECT_INSTALLED") != "1", reason="not running against a wheel install")
 def test_robaug_is_imported_from_the_installed_wheel():
-    assert SOURCE_ROOT not in PACKAGE_DIR.parents, f"robaug was imported from the checkout: {robaug.__file__}"
+    assert PACKAGE_DIR != SOURCE_ROOT / "robaug", f"robaug was imported from the checkout: {robaug.__file__}"
+    assert PACKAGE_DIR.parent.name == "site-packages", f"robaug is not an installed package: {robaug.__file__}"
     assert Path(sys.prefix) in PACKAGE_DIR.parents, f"robaug is not in this environment: {robaug.__file__}"
     from importlib.metadata import distribution
 

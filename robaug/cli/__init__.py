@@ -48,9 +48,9 @@ COMMANDS: dict[str, Command] = {
                         ("robaug.cli.generate:main", "robaug.generate:main_generate")),
     "train": Command("train a classifier with a robustness recipe (baseline, augmix, ipmix, diffaug, trades, ...)",
                      ("robaug.cli.train:main",)),
-    "eval": Command("evaluate a trained classifier and write a report", ("robaug.eval.report_cli:main_eval",)),
+    "eval": Command("evaluate a trained classifier and write a report", ("robaug.cli.eval:main",)),
     "convert": Command("convert third-party denoiser weights to robaug's safetensors format",
-                       ("robaug.hub.convert:main_convert",)),
+                       ("robaug.cli.convert:main",)),
 }
 
 

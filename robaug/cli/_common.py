@@ -47,11 +47,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def make_parser(command: str, description: str, epilog: str | None = None,
                 formatter_class: type[argparse.HelpFormatter] = HelpFormatter) -> argparse.ArgumentParser:
-    """The parser of ``robaug <command>`` with the shared ``--debug`` option."""
+    """The parser of ``robaug <command>`` with the shared ``--debug`` and ``--quiet`` options."""
     p = argparse.ArgumentParser(prog=f"robaug {command}", description=description, epilog=epilog,
                                 formatter_class=formatter_class)
     add_debug(p)
+    add_quiet(p)
     return p
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", default=False,
+                   help="no progress bars (ROBAUG_QUIET=1 while the command runs); results still go to stdout")
 
 
 def add_debug(p: argparse.ArgumentParser) -> None:
@@ -94,6 +100,9 @@ def run_main(command: str, parser: argparse.ArgumentParser, run: Callable[[argpa
     """Parse ``argv`` with ``parser`` and call ``run(args)``, ending as the module docstring says."""
     args = parser.parse_args(None if argv is None else list(argv))
     debug = bool(getattr(args, "debug", False)) or os.environ.get("ROBAUG_DEBUG", "") not in ("", "0")
+    quiet_before = os.environ.get("ROBAUG_QUIET")
+    if getattr(args, "quiet", False):
+        os.environ["ROBAUG_QUIET"] = "1"
     try:
         status = int(run(args) or 0)
         sys.stdout.flush()
@@ -105,3 +114,8 @@ def run_main(command: str, parser: argparse.ArgumentParser, run: Callable[[argpa
         return 130
     except USER_ERRORS as err:
         return report(command, err, debug)
+    finally:
+        if quiet_before is None:
+            os.environ.pop("ROBAUG_QUIET", None)
+        else:
+            os.environ["ROBAUG_QUIET"] = quiet_before

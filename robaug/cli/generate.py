@@ -189,9 +189,7 @@ def run_generate(args: argparse.Namespace) -> dict:
     from ..recipes.generation import generate_dataset
 
     check_arguments(args)
-    quiet = bool(getattr(args, "quiet", False))
-    if quiet:
-        os.environ["ROBAUG_QUIET"] = "1"
+    quiet = bool(getattr(args, "quiet", False))  # robaug.cli's run_main sets ROBAUG_QUIET while the command runs
     info = setup_distributed(args.device)
     device = info.device
     try:

@@ -281,7 +281,7 @@ def certify(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .._core.progress import progress_bar as tqdm  # whole lines in log files
 
         bar = tqdm(total=x.shape[0] * (int(n0) + int(n)), desc=f"certify sigma={sigma}", unit="copy", leave=False)
 

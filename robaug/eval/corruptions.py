@@ -321,7 +321,7 @@ def make_corrupted_dataset(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .._core.progress import progress_bar as tqdm  # whole lines in log files
 
         bar = tqdm(total=len(names) * len(sevs) * math.ceil(n / batch_size), desc="corrupting", unit="batch")
 

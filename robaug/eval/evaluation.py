@@ -170,7 +170,7 @@ def evaluate_corruptions(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .._core.progress import progress_bar as tqdm  # whole lines in log files
 
         bar = tqdm(total=len(names) * len(sevs) + (clean is not None), desc="corruption eval", unit="set")
     was_training = net.training

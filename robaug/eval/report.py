@@ -262,7 +262,7 @@ def _report(model: nn.Module, dataset: Any, suites: Sequence[str], out: Any, qui
     reused: list[str] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .._core.progress import progress_bar as tqdm  # whole lines in log files
 
         bar = tqdm(total=len(suites), desc="robaug eval", unit="suite")
     t_all = time.perf_counter()

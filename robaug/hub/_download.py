@@ -151,7 +151,7 @@ def _sweep_parts(dest: Path) -> None:
 
 def _fetch_to(url: str, tmp: Path, *, headers, timeout: float, progress: bool, desc: str) -> tuple[str, int]:
     """Stream ``url`` into ``tmp``; return (sha256 hex, number of bytes). Raises on HTTP errors and short reads."""
-    from tqdm.auto import tqdm
+    from .._core.progress import progress_bar as tqdm  # whole lines in log files
 
     try:
         response = _open(url, headers, timeout)

@@ -23,11 +23,8 @@ load strictly into the resulting network.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import pickle
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,7 +35,7 @@ from ._adm_config import ADM_PRESETS, ADM_SCHEDULES, HEAD_KEYS, infer_adm_config
 from ._converted import CONVERTED_FORMAT
 from ._download import UnsafeWeightsError, sha256_file
 
-__all__ = ["convert", "main_convert", "build_parser", "CONVERTED_FORMAT", "ADM_PRESETS"]
+__all__ = ["convert", "CONVERTED_FORMAT", "ADM_PRESETS"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "ema_model", "ema")
 _SCHEDULE_KEYS = ("noise_schedule", "diffusion_steps")
@@ -186,40 +183,3 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, arch: str | None 
         "source": {"file": src.name, "sha256": sha256_file(src)},
     })
     return dst
-
-
-def build_parser(prog: str = "robaug convert") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Convert a checkpoint of the papers' diffusion models (guided-diffusion ADM .pt, NVIDIA EDM "
-                    ".pkl) into DST/model.safetensors + DST/config.json without running code from the file. "
-                    "Load the result with robaug.load_denoiser(DST), robaug.DiffAug(DST) or "
-                    "`robaug generate --model DST`.")
-    p.add_argument("src", help="the checkpoint (.pt / .pth state dict, .safetensors, or EDM .pkl)")
-    p.add_argument("dst", help="output folder")
-    p.add_argument("--arch", default=None, choices=sorted(ADM_PRESETS), metavar="NAME",
-                   help=f"architecture preset named after the official file: {', '.join(ADM_PRESETS)}")
-    p.add_argument("--config", default=None, metavar="JSON",
-                   help="UNetModel / EncoderUNetModel keyword arguments as JSON (guided-diffusion's names, e.g. "
-                        '\'{"num_head_channels": 64, "use_new_attention_order": false, "image_size": 256, '
-                        '"noise_schedule": "linear"}\'); overrides --arch')
-    return p
-
-
-def main_convert(argv: list[str] | None = None, prog: str = "robaug convert") -> int:
-    """CLI entry point: ``robaug convert SRC DST [--arch NAME] [--config JSON]``."""
-    args = build_parser(prog).parse_args(argv)
-    try:
-        config = json.loads(args.config) if args.config else None
-        if config is not None and not isinstance(config, dict):
-            raise ValueError("--config must be a JSON object")
-    except ValueError as err:
-        print(f"{prog}: --config: {err}", file=sys.stderr)
-        return 2
-    try:
-        out = convert(args.src, args.dst, arch=args.arch, config=config)
-    except (OSError, ValueError, UnsafeWeightsError) as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {out / 'model.safetensors'} and {out / 'config.json'}")
-    return 0

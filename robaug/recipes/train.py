@@ -211,7 +211,7 @@ def _train(cfg: TrainConfig, d: DistInfo) -> dict[str, Any]:
 def _loop(cfg: TrainConfig, d: DistInfo, spec: RecipeSpec, data: TrainingData, state: _State, augment: DeviceAugment,
           steps_per_epoch: int, total_steps: int, out: Path) -> None:
     """Steps ``state.step .. total_steps``, one epoch's sampler at a time; logs, evaluates and checkpoints."""
-    from tqdm.auto import tqdm
+    from .._core.progress import progress_bar as tqdm  # whole lines in log files
 
     net: nn.Module = state.model
     if d.world_size > 1:

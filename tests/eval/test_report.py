@@ -165,5 +165,6 @@ def test_robaug_eval_cli_on_a_run_folder(tmp_path, capsys) -> None:
     doc = json.loads((run / "report" / "report.json").read_text())
     assert doc["dataset"] == "fashion_mnist" and doc["settings"]["cert_n"] == 50
     assert doc["suites"]["clean"]["accuracy"]["n"] == 64
-    with pytest.raises(SystemExit):
-        main(["eval", str(run), "--suites", "clean,nope"])
+    assert main(["eval", str(run), "--suites", "clean,nope"]) == 2  # one line naming the suite, exit 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--suites" in err[0] and "nope" in err[0]

@@ -14,12 +14,13 @@ import torch
 
 import robaug
 import robaug.hub as hub
+from robaug.cli.convert import main as main_convert
 from robaug.diffusion import ADMDenoiser, NoisyClassifier
 from robaug.diffusion.nets.adm import UNetModel
 from robaug.hub import ConversionRequiredError, UnsafeWeightsError, load_classifier
 from robaug.hub._adm_config import ADM_PRESETS
 from robaug.hub._converted import converted_cache_dir
-from robaug.hub.convert import convert, main_convert
+from robaug.hub.convert import convert
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -144,7 +145,7 @@ def test_malicious_pt_is_refused_and_nothing_runs(tmp_path, how):
     with pytest.raises(UnsafeWeightsError, match="weights_only"):
         convert(src, tmp_path / "out")
     assert not marker.exists()
-    assert main_convert([str(src), str(tmp_path / "out2")]) == 1
+    assert main_convert([str(src), str(tmp_path / "out2")]) == 2  # a user error: one line, exit 2
     assert not marker.exists() and not (tmp_path / "out2" / "model.safetensors").exists()
 
 
