@@ -9,6 +9,7 @@ baseline and a robust recipe for a few minutes each and reports clean vs corrupt
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -75,11 +76,19 @@ def run(args: argparse.Namespace) -> dict:
     print(f"IPMix (default fractal mixing set):            {stats['ipmix_img_per_s']:8.1f} images/s "
           f"on {device} (batch {batch.shape[0]}, 28x28)")
     if args.compare:
+        import importlib.util
+
         from .recipes import quick_compare
 
+        # decided before training: the bar chart needs matplotlib (the `recipes` extra); the table does not
+        plot = out / "compare.png" if importlib.util.find_spec("matplotlib") is not None else None
+        if plot is None:
+            print("matplotlib is not installed: the comparison is printed as a table without compare.png "
+                  "(pip install matplotlib, or robaug[recipes], for the figure)", file=sys.stderr)
         recipes = [r.strip() for r in args.compare_recipes.split(",") if r.strip()]
         cmp = quick_compare(recipes, steps=args.compare_steps, seed=args.seed, data_root=args.data_root,
-                            denoiser=args.denoiser, device=args.device, plot=out / "compare.png")
+                            denoiser=args.denoiser, device=args.device, plot=plot)
         stats["compare"] = cmp["rows"]
-        print(f"wrote {cmp['figure']}")
+        if cmp.get("figure"):
+            print(f"wrote {cmp['figure']}")
     return stats

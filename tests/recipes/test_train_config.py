@@ -61,3 +61,29 @@ def test_demo_names_a_bad_timesteps_value():
     with pytest.raises(ValueError, match="--timesteps"):
         run(Namespace(timesteps="a,b", out="unused", denoiser="fmnist-ddpm", data_root=None, batch_size=4, seed=0,
                       device="cpu", compare=False, compare_recipes="baseline", compare_steps=1))
+
+
+def test_demo_without_matplotlib_says_so_before_training_and_skips_only_the_figure(tmp_path, monkeypatch, capsys):
+    """`robaug demo` without the recipes extra: the note comes before the (minutes-long) comparison starts, which
+    then runs without a figure instead of crashing at the end."""
+    import importlib.util
+
+    import robaug.recipes
+    from robaug.cli.demo import build_parser
+    from robaug.demo import run
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    seen = {}
+
+    def compare(recipes, **kw):  # records what the demo asks for; the comparison itself is tested in test_compare
+        seen.update(kw, recipes=recipes, note_before=capsys.readouterr().err)
+        return {"rows": [], "figure": None}
+
+    monkeypatch.setattr(robaug.recipes, "quick_compare", compare)
+    args = build_parser().parse_args(["--out", str(tmp_path), "--batch-size", "4", "--timesteps", "100",
+                                      "--compare-steps", "1"])
+    run(args)
+    assert seen["plot"] is None and seen["recipes"] == ["baseline", "diffaug"]
+    assert "matplotlib is not installed" in seen["note_before"]
