@@ -71,11 +71,25 @@ def _looks_like_import(spec: str) -> bool:
 
 
 def load_classifier(spec: str, num_classes: int | None, in_channels: int, device: torch.device) -> nn.Module:
-    """``ARCH:WEIGHTS.safetensors`` (a ``robaug.models`` architecture taking ``[0, 1]`` images) or
-    ``package.module:factory`` (an ``nn.Module`` or a zero-argument callable returning one)."""
+    """``ARCH:WEIGHTS.safetensors`` (a ``robaug.models`` architecture taking ``[0, 1]`` images), a ``robaug train``
+    run folder or checkpoint, a ``robaug convert`` folder of a noisy ADM classifier, or ``package.module:factory``
+    (an ``nn.Module`` or a zero-argument callable returning one)."""
+    import json
+    from pathlib import Path
+
     from torch import nn
 
-    if _looks_like_import(spec):
+    path = Path(spec)
+    if path.is_dir() and (path / "config.json").is_file() and \
+            json.loads((path / "config.json").read_text()).get("family") == "adm-classifier":
+        from ..hub import load_classifier as load_converted_classifier
+
+        model = load_converted_classifier(path)  # noise-aware: guides in x_t (its guidance_space)
+    elif path.exists() and (path.is_dir() or path.suffix in (".pt", ".safetensors")) and ":" not in spec:
+        from ..recipes.trained import load_trained_model
+
+        model = load_trained_model(path, "cpu")[0]
+    elif _looks_like_import(spec):
         model = _load_object(spec, "classifier")
     else:
         arch, sep, weights = spec.partition(":")
@@ -150,10 +164,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     gd = p.add_argument_group("guidance")
     gd.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance weight (1 = none)")
     gd.add_argument("--classifier", default=None,
-                    help="classifier guidance: ARCH:WEIGHTS.safetensors or module:factory")
+                    help="classifier guidance: ARCH:WEIGHTS.safetensors, a robaug train run folder, a robaug convert "
+                         "folder of an ADM noisy classifier, or module:factory")
     gd.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale")
-    gd.add_argument("--classifier-mode", choices=["x0", "xt"], default="x0",
-                    help="x0: classifier on the denoised estimate; xt: a noise-aware classifier")
+    gd.add_argument("--classifier-mode", choices=["x0", "xt"], default=None,
+                    help="x0: classifier on the denoised estimate; xt: a noise-aware classifier (default: the "
+                         "classifier's own guidance_space, else x0)")
     gd.add_argument("--classifier-weighting", choices=["constant", "score", "eps"], default=None,
                     help="default: constant in x0 mode, score in xt mode")
     c = p.add_argument_group("contrastive guidance (Contrastive-DP)")

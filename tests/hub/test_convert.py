@@ -173,6 +173,13 @@ def test_classifier_converts_and_guides_like_the_reference(tmp_path):
         assert (clf(x, clf.timestep_sigmas[t]) - ref(x, t.float())).abs().max().item() <= 1e-5
     with pytest.raises(ValueError, match="noisy classifier"):
         hub.load_denoiser(tmp_path / "clf")
+    # `robaug generate --classifier FOLDER` takes the converted folder and guides in x_t by default
+    from robaug.cli.generate import load_classifier as generate_classifier
+
+    via_cli = generate_classifier(str(tmp_path / "clf"), None, 3, torch.device("cpu"))
+    assert isinstance(via_cli, NoisyClassifier) and via_cli.guidance_space == "xt"
+    with torch.no_grad():
+        assert torch.equal(via_cli(x, clf.timestep_sigmas[t]), clf(x, clf.timestep_sigmas[t]))
 
 
 def test_registry_entries_name_the_convert_command(tmp_path, adm_pt):
