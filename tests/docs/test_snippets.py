@@ -22,6 +22,9 @@ _BLOCK = re.compile(r"(?P<marker><!-- snippet: skip \((?P<reason>[^)]*)\) -->\s*
 
 def snippets(path: Path) -> list[tuple[int, str, str | None]]:
     text = path.read_text(encoding="utf-8")
+    markers = text.count("<!-- snippet:")
+    well_formed = len(re.findall(r"<!-- snippet: skip \([^)]*\) -->", text))
+    assert markers == well_formed, f"{path.name}: a snippet marker is malformed (no ')' inside the reason)"
     return [(text.count("\n", 0, m.start("code")) + 1, m.group("code"), m.group("reason"))
             for m in _BLOCK.finditer(text)]
 
