@@ -17,6 +17,15 @@ TESTS = Path(__file__).resolve().parent
 SOURCE_ROOT = TESTS.parent
 PACKAGE_DIR = Path(robaug.__file__).resolve().parent
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
+#: NVIDIA EDM reference outputs and real-format snapshot pickles (../shared/fixtures/edm; see its README)
+EDM_CONFIGS = ["vp-ddpmpp-cond", "ve-ncsnpp-uncond", "edm-adm-cond"]
+
+
+def edm_fixture_dir() -> Path | None:
+    """``$ROBAUG_EDM_FIXTURES`` or ``../shared/fixtures/edm`` beside the checkout, if present."""
+    env = os.environ.get("ROBAUG_EDM_FIXTURES")
+    cand = Path(env) if env else SOURCE_ROOT.parent / "shared" / "fixtures" / "edm"
+    return cand if (cand / "index.json").is_file() else None
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

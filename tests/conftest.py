@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
@@ -20,11 +21,21 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu_check.sh on a machine with one)")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def edm_fixtures():
+    """The folder of NVIDIA EDM reference fixtures; skips the test when it is absent."""
+    import pytest
+    from _paths import edm_fixture_dir
+
+    d = edm_fixture_dir()
+    if d is None:
+        pytest.skip("EDM reference fixtures not found (../shared/fixtures/edm or $ROBAUG_EDM_FIXTURES)")
+    return d

@@ -9,33 +9,17 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from _paths import EDM_CONFIGS as CONFIGS  # noqa: E402 - the shared fixtures (edm_fixtures: tests/conftest.py)
 from torch import nn
 
 import robaug
 from robaug.diffusion import EDMDenoiser
 from robaug.diffusion.nets import DhariwalUNet, SongUNet, VEDenoiser, VPDenoiser, build_edm_denoiser
 from robaug.hub.convert_edm import load_edm_folder
-
-CONFIGS = ["vp-ddpmpp-cond", "ve-ncsnpp-uncond", "edm-adm-cond"]
-
-
-def _fixture_dir() -> Path | None:
-    env = os.environ.get("ROBAUG_EDM_FIXTURES")
-    cand = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "edm"
-    return cand if (cand / "index.json").is_file() else None
-
-
-@pytest.fixture(scope="module")
-def edm_fixtures() -> Path:
-    d = _fixture_dir()
-    if d is None:
-        pytest.skip("EDM reference fixtures not found (../shared/fixtures/edm or $ROBAUG_EDM_FIXTURES)")
-    return d
 
 
 def _case(root: Path, name: str):

@@ -19,28 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _paths import EDM_CONFIGS as CONFIGS  # noqa: E402 - the shared fixtures (edm_fixtures: tests/conftest.py)
 from torch import nn
 
 from robaug.diffusion.nets import build_edm_denoiser
 from robaug.hub.convert_edm import convert_edm_pickle, load_edm_folder
 from robaug.hub.edm_pickle import UnsafePickleError, read_edm_pickle
-
-CONFIGS = ["vp-ddpmpp-cond", "ve-ncsnpp-uncond", "edm-adm-cond"]
-
-
-def _fixture_dir() -> Path | None:
-    env = os.environ.get("ROBAUG_EDM_FIXTURES")
-    cand = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "edm"
-    return cand if (cand / "index.json").is_file() else None
-
-
-@pytest.fixture(scope="module")
-def edm_fixtures() -> Path:
-    d = _fixture_dir()
-    if d is None:
-        pytest.skip("EDM reference fixtures not found (../shared/fixtures/edm or $ROBAUG_EDM_FIXTURES)")
-    return d
-
 
 # ------------------------------------------------------------------------------------------------------------
 # the real-format fixtures
