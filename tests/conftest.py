@@ -16,10 +16,6 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one; scripts/gpu_check.sh runs them)")
-
-
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -38,4 +34,20 @@ def edm_fixtures():
     d = edm_fixture_dir()
     if d is None:
         pytest.skip("EDM reference fixtures not found (../shared/fixtures/edm or $ROBAUG_EDM_FIXTURES)")
+    return d
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    """A tiny generated set in robaug's shard format (NHWC uint8), written with robaug.data.shards."""
+    import numpy as np
+
+    from robaug.data.shards import npz_to_shards, write_npz
+
+    d = tmp_path_factory.mktemp("syn")
+    g = np.random.default_rng(0)
+    images = g.integers(0, 256, (96, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(96, dtype=np.int64) % 10
+    write_npz(d / "syn.npz", images, labels)
+    npz_to_shards(d / "syn.npz", d / "shards", shard_size=40, num_classes=10)
     return d
