@@ -13,8 +13,8 @@ recomputed (robaug.eval.report stores each suite with its settings' signature), 
 after an interruption continues where it stopped.
 
     OMP_NUM_THREADS=1 python examples/fmnist_eval_table.py --out runs/fmnist-eval --recipes baseline ipmix_jsd \\
-        diffaug --seeds 0 1 2 --jobs 2 --cert-sigmas 0.25 0.5 --cert-images 50 --cert-n0 50 --cert-n 1000 \\
-        --denoiser-bf16 --doc docs/results.md --figure docs/img/certified_vs_radius.png
+        diffaug diffaug_ipmix_jsd --seeds 0 1 2 --jobs 2 --cert-sigmas 0.25 0.5 --cert-images 50 --cert-n0 50 \\
+        --cert-n 1000 --denoiser-bf16 --doc docs/results.md --figure docs/img/certified_vs_radius.png
 
 The stages can run side by side in separate processes (``--stage train`` / ``precompute`` / ``report`` /
 ``table``, with the same sizes): ``precompute`` fills the denoiser cache (the expensive part on a CPU: one
@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/fmnist-eval", help="folder for the runs, their reports and the -C set")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--recipes", nargs="+", default=RECIPES[:3], choices=RECIPES)
+    p.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
     p.add_argument("--jobs", type=int, default=2, help="runs / reports in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--denoiser", default="fmnist-ddpm")
