@@ -4,29 +4,17 @@ spells it."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from .._core.checks import check_real
 
 __all__ = ["finite_float", "optional_finite"]
 
 
 def finite_float(name: str, value: Any, *, lo: float | None = None, lo_open: bool = False,
                  hi: float | None = None, allow_inf: bool = False, hint: str = "") -> float:
-    """``float(value)`` after checking that it is a real number, finite (``+inf`` too when ``allow_inf``, where it
-    means "no limit"), and ``>= lo`` (``> lo`` when ``lo_open``) and ``<= hi``; else a ``ValueError`` naming
-    ``name`` (``TypeError`` for a non-number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    ok = math.isfinite(v) or (allow_inf and v == math.inf)
-    if not ok:
-        what = "finite (inf means no limit)" if allow_inf else "a finite number"
-        raise ValueError(f"{name} must be {what}, got {value!r}{hint}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {value!r}{hint}")
-    if hi is not None and v > hi:
-        raise ValueError(f"{name} must be <= {hi:g}, got {value!r}{hint}")
-    return v
+    """:func:`robaug._core.checks.check_real` with the samplers' argument order (the argument's name first)."""
+    return check_real(value, name, None, lo, hi, low_open=lo_open, allow_inf=allow_inf, hint=hint)
 
 
 def optional_finite(name: str, value: Any, **kwargs: Any) -> float | None:

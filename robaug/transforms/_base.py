@@ -23,8 +23,6 @@ repeat each other.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -34,40 +32,11 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import is_pure_tensor
 
+from .._core.checks import check_int, check_real
 from .._core.image import not_an_image, to_float_batch
 from .._core.rng import GeneratorMixin, Rng, worker_generator
 
 __all__ = ["BatchTransform", "is_image_tensor", "check_real", "check_int"]
-
-
-def check_real(value: Any, name: str, owner: str, low: float | None = None, high: float | None = None,
-               *, low_open: bool = False) -> float:  # fmt: skip
-    """``float(value)`` after checking it is a finite real number in ``[low, high]`` (``(low, high]`` with
-    ``low_open``); the ValueError / TypeError names ``owner`` and the argument ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{owner}: {name} must be a finite number, got {v}")
-    if (low is not None and (v <= low if low_open else v < low)) or (high is not None and v > high):
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise ValueError(f"{owner}: {name} must lie in {'(' if low_open else '['}{lo}, {hi}], got {v}")
-    return v
-
-
-def check_int(value: Any, name: str, owner: str, low: int | None = None, high: int | None = None) -> int:
-    """``int(value)`` after checking it is a whole number (an int, or a float without fraction) in
-    ``[low, high]``; the ValueError / TypeError names ``owner`` and the argument ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be an integer, got {type(value).__name__}")
-    if not isinstance(value, numbers.Integral) and not (math.isfinite(value) and float(value).is_integer()):
-        raise ValueError(f"{owner}: {name} must be a whole number, got {value}")
-    v = int(value)
-    if (low is not None and v < low) or (high is not None and v > high):
-        bound = f">= {low}" if high is None else f"in [{'-inf' if low is None else low}, {high}]"
-        raise ValueError(f"{owner}: {name} must be {bound}, got {v}")
-    return v
 
 
 class _NoImage(Exception):

@@ -126,7 +126,7 @@ def test_finite_float_helper():
     assert finite_float("x", INF, allow_inf=True) == INF
     with pytest.raises(ValueError, match="no limit"):
         finite_float("x", NAN, allow_inf=True)
-    with pytest.raises(TypeError, match="x must be a number"):
+    with pytest.raises(TypeError, match="x must be a real number"):
         finite_float("x", "3")
     with pytest.raises(TypeError):
         finite_float("x", True)
