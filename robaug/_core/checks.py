@@ -47,7 +47,7 @@ def check_int(value: Any, name: str, owner: str | None = None, low: int | None =
         raise TypeError(f"{_prefix(owner)}{name} must be an integer, got {type(value).__name__}")
     if not isinstance(value, numbers.Integral) and not (math.isfinite(value) and float(value).is_integer()):
         raise ValueError(f"{_prefix(owner)}{name} must be a whole number, got {value}")
-    v = int(value)
+    v = value if isinstance(value, int) else int(float(value))  # numpy ints and whole floats
     if (low is not None and v < low) or (high is not None and v > high):
         bound = f">= {low}" if high is None else f"in [{'-inf' if low is None else low}, {high}]"
         raise ValueError(f"{_prefix(owner)}{name} must be {bound}, got {v}")
