@@ -19,6 +19,7 @@ from torch import nn
 
 from robaug._core.registry import Registry, unknown_name_message
 
+from .cnn_mlp import CNNMLP
 from .preact_resnet import preact_resnet18
 from .small_cnn import SmallCNN
 from .vit import vit_small, vit_tiny
@@ -79,6 +80,11 @@ class Normalized(nn.Module):
 @register_model("small_cnn")
 def _small_cnn(num_classes: int, in_channels: int, img_size: int | None = None, **kw: Any) -> nn.Module:
     return SmallCNN(num_classes, in_channels, **kw)
+
+
+@register_model("cnn_mlp")
+def _cnn_mlp(num_classes: int, in_channels: int, img_size: int | None = None, **kw: Any) -> nn.Module:
+    return CNNMLP(num_classes, in_channels, **kw)
 
 
 @register_model("preact_resnet18")

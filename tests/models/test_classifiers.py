@@ -64,7 +64,7 @@ def test_wrn_structure():
         WideResNet(16, 2, activation="tanh")
 
 
-FAST = ["small_cnn", "wrn_16_2", "preact_resnet18", "vit_tiny", "resnet50"]
+FAST = ["small_cnn", "cnn_mlp", "wrn_16_2", "preact_resnet18", "vit_tiny", "resnet50"]
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -114,13 +114,28 @@ def test_vit_patch_size_and_position_interpolation():
 
 def test_models_train_one_step():
     # gradients reach every parameter
-    for name in ("small_cnn", "wrn_16_2", "vit_tiny"):
+    for name in ("small_cnn", "cnn_mlp", "wrn_16_2", "vit_tiny"):
         torch.manual_seed(0)
         m = create_model(name, 10, in_channels=1, img_size=28, **({"depth": 2} if name == "vit_tiny" else {}))
         loss = nn.functional.cross_entropy(m(torch.rand(4, 1, 28, 28)), torch.tensor([0, 1, 2, 3]))
         loss.backward()
         missing = [n for n, p in m.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
         assert not missing, f"{name}: no gradient for {missing}"
+
+
+def test_cnn_mlp_layout_and_features():
+    # width 16: conv 1->16, conv 16->32, 32*7*7 -> 128 -> 10 = 206,970 parameters for one input channel
+    m = create_model("cnn_mlp", 10, in_channels=1, width=16).eval()
+    assert sum(p.numel() for p in m.parameters()) == 16 * 9 + 2 * 16 + 32 * 16 * 9 + 2 * 32 + 1568 * 128 + 128 + 1290
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        feats = m.forward_features(x)
+        assert feats.shape == (3, m.num_features) == (3, 128) and bool((feats >= 0).all())  # after the ReLU
+        assert torch.equal(m.fc(feats), m(x))
+        # 32x32 inputs reach the same head through the adaptive 7x7 pool
+        assert m(torch.rand(2, 1, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="width and hidden"):
+        create_model("cnn_mlp", 10, width=0)
 
 
 def test_normalized_wrapper():
