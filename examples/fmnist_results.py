@@ -234,7 +234,9 @@ def main(argv=None) -> int:
     command = "OMP_NUM_THREADS=1 python examples/fmnist_results.py " + " ".join(
         __import__("shlex").quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     note = build_corruptions(a, out)
-    jobs = [(r, s) for r in COST_ORDER if r in a.recipes for s in a.seeds]
+    # seed-major (every recipe's seed 0 first), the longest recipes first within a seed: an interrupted study
+    # has whole seeds of every row, and parallel jobs finish together
+    jobs = [(r, s) for s in a.seeds for r in COST_ORDER if r in a.recipes]
     results: dict[str, list[dict]] = {}
     reused = 0
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
