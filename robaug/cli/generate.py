@@ -124,6 +124,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=256, help="images per sampler call")
     g.add_argument("--seed", type=int, default=0, help="base seed; sample j uses seed * 2**32 + j")
     g.add_argument("--num-classes", type=int, default=None, help="default: the model's")
+    g.add_argument("--unconditional", action="store_true",
+                   help="sample without class labels (a label-dropout model's null label); each image is labelled "
+                        "with --filter-classifier's prediction (--keep-fraction 1 keeps them all)")
     g.add_argument("--image-size", type=int, default=None, help="for models without a native sample size")
     g.add_argument("--layout", choices=LAYOUTS, default="NHWC", help="image layout inside the shards")
     g.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when CUDA is available, else cpu")
@@ -219,6 +222,9 @@ def run_generate(args: argparse.Namespace) -> dict:
             raise ValueError(f"--num-classes {args.num_classes}: the model {args.model} has {model_nc} classes; use "
                              f"--num-classes <= {model_nc} or leave it out")
         nc = args.num_classes if args.num_classes is not None else model_nc
+        if args.unconditional and model_nc is not None and getattr(denoiser, "null_label", None) is None:
+            raise ValueError(f"--unconditional: the model {args.model} is class-conditional without a null label "
+                             "(it was not trained with label dropout), so it cannot sample without a class")
         in_ch = int(denoiser.in_channels)
         kw: dict[str, Any] = dict(
             num_steps=args.steps, solver=args.solver, sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
@@ -245,7 +251,8 @@ def run_generate(args: argparse.Namespace) -> dict:
         classes = None
         manifest = generate_dataset(
             args.out, sampler, args.num_samples, shard_size=args.shard_size, batch_size=args.batch_size,
-            seed=args.seed, num_classes=nc, classes=classes, layout=args.layout, filter_classifier=filt,
+            seed=args.seed, num_classes=None if args.unconditional else nc, unconditional=args.unconditional,
+            classes=classes, layout=args.layout, filter_classifier=filt,
             keep_fraction=args.keep_fraction, model_name=args.model, overwrite=args.overwrite, verify=args.verify,
             progress=not (args.no_progress or quiet), lock_timeout=args.lock_timeout,
         )
@@ -276,6 +283,11 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"--{dest.replace('_', '-')} must be >= 1, got {value}")
     if args.keep_fraction is not None and not 0.0 < args.keep_fraction <= 1.0:
         raise ValueError(f"--keep-fraction must lie in (0, 1], got {args.keep_fraction}")
+    if args.unconditional and args.filter_classifier is None:
+        raise ValueError("--unconditional needs --filter-classifier (and --keep-fraction): the classifier's "
+                         "prediction is each image's label")
+    if args.unconditional and args.classifier:
+        raise ValueError("--unconditional with --classifier: classifier guidance needs the classes to guide towards")
     if (args.keep_fraction is None) != (args.filter_classifier is None):
         raise ValueError("confidence filtering needs both --filter-classifier and --keep-fraction")
     if os.path.exists(args.out) and not os.path.isdir(args.out):

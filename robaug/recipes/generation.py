@@ -117,6 +117,7 @@ def generate_dataset(
     batch_size: int = 256,
     seed: int = 0,
     num_classes: int | None = None,
+    unconditional: bool = False,
     classes: Sequence[str] | None = None,
     layout: str = "NHWC",
     filter_classifier: nn.Module | None = None,
@@ -132,6 +133,7 @@ def generate_dataset(
     ``sampler`` is a :class:`robaug.GuidedDiffusion` / :class:`robaug.ContrastiveGuidedSampler` (anything called as
     ``sampler(class_labels=..., seeds=...)`` returning ``[0, 1]`` images with a ``config()`` method). Under
     ``torch.distributed`` every rank calls this with the same arguments and generates its own shards.
+    ``unconditional=True`` samples a class-conditional model without labels (its null label).
     ``filter_classifier`` + ``keep_fraction``: store each image's confidence in its class (unconditional runs:
     the classifier's predicted class becomes the label) and select the top fraction per class. Existing shards of
     the same run are kept (resume); a folder holding a different run raises unless ``overwrite``. Returns the
@@ -161,7 +163,12 @@ def generate_dataset(
         raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction}")
     denoiser = getattr(sampler, "denoiser", None)
     model_classes = getattr(denoiser, "num_classes", None)
-    if num_classes is None:
+    if unconditional:
+        if num_classes is not None:
+            raise ValueError("unconditional=True samples without classes: leave num_classes out")
+        if filter_classifier is None:
+            raise ValueError("unconditional=True needs filter_classifier (its prediction labels each image)")
+    elif num_classes is None:
         num_classes = model_classes
     elif int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")

@@ -47,6 +47,32 @@ def test_cli_with_classifier_specs_contrastive_guidance_and_filter(tmp_path):
                        "--out", str(tmp_path / "c")])
 
 
+def test_unconditional_samples_the_null_label_and_takes_the_classifiers_labels(tmp_path):
+    from robaug.cli.generate import main_generate
+    from robaug.data.shards import load_shards
+
+    base = ["--model", "_generate_models:make_denoiser", "--num-samples", "8", "--shard-size", "4", "--batch-size", "4",
+            "--steps", "3", "--no-progress"]
+    filt = ["--filter-classifier", "_generate_models:make_classifier", "--keep-fraction", "1"]
+    assert main_generate([*base, *filt, "--unconditional", "--out", str(tmp_path / "u")]) == 0
+    m = load_manifest(tmp_path / "u")
+    assert m["num_classes"] is None and m["labels"] == "classifier prediction"
+    images, labels = load_shards(tmp_path / "u")[:2]
+    # every label is the classifier's prediction on the stored image (mean brightness -> dark / mid / bright)
+    from _generate_models import make_classifier
+
+    expected = make_classifier()(images.float() / 255).argmax(1) if images.dtype == torch.uint8 else None
+    assert expected is not None and torch.equal(labels, expected)
+    # the null label (3) was sampled, not the classes: the images differ from a conditional run's
+    main_generate([*base, *filt, "--out", str(tmp_path / "c")])
+    assert not torch.equal(images, load_shards(tmp_path / "c")[0])
+    with pytest.raises(ValueError, match="--unconditional needs --filter-classifier"):
+        main_generate([*base, "--unconditional", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="classifier guidance needs the classes"):
+        main_generate([*base, *filt, "--unconditional", "--classifier", "_generate_models:make_classifier",
+                       "--out", str(tmp_path / "y")])
+
+
 def test_command_reports_a_bad_spec_in_one_line_and_exits_2(tmp_path, capsys):
     """Through `robaug generate` (the robaug.cli contract: add_arguments / run / main) a user error is one line on
     stderr and exit status 2; `--debug` re-raises nothing but prints the traceback."""
