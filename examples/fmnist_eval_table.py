@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 import fmnist_results as FR  # noqa: E402  (the training arguments of the first table)
 
-RECIPES = ["baseline", "ipmix_jsd", "diffaug", "diffaug_ipmix_jsd"]
+RECIPES = ["baseline", "ipmix", "ipmix_jsd", "diffaug", "diffaug_ipmix_jsd"]
 BEGIN, END = "<!-- fmnist-eval:begin -->", "<!-- fmnist-eval:end -->"
 
 
@@ -47,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/fmnist-eval", help="folder for the runs, their reports and the -C set")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--recipes", nargs="+", default=RECIPES, choices=RECIPES)
+    p.add_argument("--model", default="small_cnn", help="network of the runs (as fmnist_results.py --model)")
+    p.add_argument("--model-kwargs", default='{"width": 16}')
+    p.add_argument("--epochs", type=int, default=1, help="training epochs of the runs (as fmnist_results.py)")
+    p.add_argument("--cache-dir", default=None, help="where the Fashion-MNIST-C set is (default <out>/cache)")
     p.add_argument("--jobs", type=int, default=2, help="runs / reports in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--denoiser", default="fmnist-ddpm")
@@ -73,7 +77,8 @@ def parse_args(argv=None):
 def _train_ns(a) -> argparse.Namespace:
     """fmnist_results.py's defaults (the first table's training settings) with our folders."""
     t = FR.parse_args(["--out", a.out, "--seeds", *map(str, a.seeds), "--corruption-images",
-                       str(a.corruption_images)])
+                       str(a.corruption_images), "--model", a.model, "--model-kwargs", a.model_kwargs,
+                       "--epochs", str(a.epochs)] + (["--cache-dir", a.cache_dir] if a.cache_dir else []))
     t.threads, t.train_subset, t.test_subset = a.threads, a.train_subset, a.test_subset
     return t
 
@@ -208,7 +213,7 @@ def report_one(a, folder: Path, sigma: float, first: bool, den) -> dict:
     out = run / ("report" if first else f"report-sigma{sigma:g}")
     t0 = time.perf_counter()
     doc = report(model, cfg.dataset, suites=suites, out=out, quick=True, settings=report_settings(a, sigma),
-                 denoiser=den, cache_dir=str(Path(a.out) / "cache"), name=f"{run.name} ({cfg.recipe})",
+                 denoiser=den, cache_dir=a.cache_dir or str(Path(a.out) / "cache"), name=f"{run.name} ({cfg.recipe})",
                  progress=False, figures=first)
     print(f"  report {run.name} sigma {sigma:g}: {time.perf_counter() - t0:.0f}s"
           f"{' (reused ' + ', '.join(doc['reused_suites']) + ')' if doc['reused_suites'] else ''}; denoiser cache "
@@ -303,7 +308,7 @@ def make_figure(a, cert: dict[str, dict[str, list[dict]]], path: Path) -> None:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Fashion-MNIST small_cnn, fmnist-ddpm denoiser: mean over seeds (band: min..max)\n"
+    fig.suptitle(f"Fashion-MNIST {a.model}, fmnist-ddpm denoiser: mean over seeds (band: min..max)\n"
                  f"first {a.cert_images} test images, n = {a.cert_n}, x axis up to the largest certifiable radius",
                  fontsize=9)
     fig.tight_layout()
@@ -435,8 +440,9 @@ def main(argv=None) -> int:
                  f"it reuses the "
                  f"runs and report suites computed by earlier invocations of this script with the same sizes) "
                  f"({os.cpu_count()} CPU cores shared with other jobs, {a.jobs} jobs x {a.threads} thread). Models: "
-                 f"the first table's training runs (same network, budget, seeds {', '.join(map(str, a.seeds))}; "
-                 f"retrained here by examples/fmnist_results.py's arguments, without the DE evaluation), mean ± "
+                 f"the first table's training runs (`{a.model}` {a.model_kwargs}, {a.epochs} epoch(s), seeds "
+                 f"{', '.join(map(str, a.seeds))}; read from the same --out folder, trained by examples/"
+                 f"fmnist_results.py's arguments where missing), mean ± "
                  f"sample standard deviation over seeds. "
                  f"{sizes}\n\n{make_block(a, main_reps, cert)}\n")
         if a.figure:
