@@ -90,6 +90,8 @@ FIELD_HELP = {
     "synthetic_data": "generated training data mixed into every batch: a robaug generate folder "
                       "or a DM-Improves-AT .npz",
     "synthetic_fraction": "share of generated samples in each batch (0.7: 70%% generated + 30%% real)",
+    "synthetic_subset": "use only the first N generated images (a robaug generate run's sample j has class j %% "
+                        "num_classes, so the first N are class-balanced)",
     "eval_pgd": "PGD evaluation at the end: 'eps,steps' (e.g. 8/255,20)",
     "eval_autoattack": "AutoAttack evaluation at the end at this eps (needs pyautoattack)",
     "eval_adv_norm": "threat model of the adversarial evaluation: linf or l2",

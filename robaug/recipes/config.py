@@ -49,6 +49,7 @@ class TrainConfig:
     # synthetic data mixed into every batch (DM-Improves-AT); any recipe
     synthetic_data: str | None = None  #: `robaug generate` folder or DM-Improves-AT .npz
     synthetic_fraction: float = 0.7  #: share of generated samples in each batch
+    synthetic_subset: int | None = None  #: use only the first N generated images (None: all)
     # optimisation
     epochs: int = 1
     steps: int | None = None  #: total optimiser steps (overrides epochs)
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ValueError("trades_eps, trades_step_size and trades_steps must be >= 0")
         if not 0.0 <= self.synthetic_fraction < 1.0:
             raise ValueError(f"synthetic_fraction must lie in [0, 1), got {self.synthetic_fraction}")
+        if self.synthetic_subset is not None and self.synthetic_subset < 1:
+            raise ValueError(f"synthetic_subset must be >= 1 (or None for all), got {self.synthetic_subset}")
         if self.eval_pgd is not None:
             if len(self.eval_pgd) != 2:
                 raise ValueError(f"eval_pgd must be (eps, steps), got {self.eval_pgd!r}")

@@ -89,7 +89,13 @@ def _synthetic_mix(cfg: TrainConfig, train_ds: Any, info: DatasetInfo, d: DistIn
                          "(Fashion-MNIST, CIFAR), not for ImageFolder trees")
     from robaug.data.datasets import load_synthetic
 
-    mix = RealSyntheticMix(train_ds, load_synthetic(cfg.synthetic_data, info), cfg.synthetic_fraction)
+    synthetic = load_synthetic(cfg.synthetic_data, info)
+    if cfg.synthetic_subset is not None:
+        if cfg.synthetic_subset > len(synthetic):
+            raise ValueError(f"synthetic_subset={cfg.synthetic_subset} but {cfg.synthetic_data} holds "
+                             f"{len(synthetic)} images: use at most {len(synthetic)}")
+        synthetic = TensorImages(synthetic.images[:cfg.synthetic_subset], synthetic.labels[:cfg.synthetic_subset])
+    mix = RealSyntheticMix(train_ds, synthetic, cfg.synthetic_fraction)
     log(f"synthetic data: {mix.num_synthetic} images from {cfg.synthetic_data}, "
          f"{mix.per_batch(cfg.batch_size)} of every {cfg.batch_size} per batch", d)
     return mix

@@ -143,3 +143,22 @@ def test_reevaluating_a_synthetic_run_does_not_need_the_generated_set(tmp_path, 
     again = train(TrainConfig(**kw, eval_pgd=(0.05, 2), eval_adv_images=16))
     assert again["train_seconds"] == first["train_seconds"] and again["synthetic_images"] == first["synthetic_images"]
     assert again["adversarial"]["images"] == 16
+
+
+def test_synthetic_subset_uses_the_first_generated_images(tmp_path, shard_dir):
+    from robaug._core.dist import DistInfo
+    from robaug.data.datasets import load_dataset, load_synthetic
+    from robaug.recipes.training_data import _synthetic_mix
+
+    base = {**SMALL, "recipe": "baseline", "steps": 1, "synthetic_data": str(shard_dir / "shards")}
+    res = train(TrainConfig(**base, synthetic_subset=40, out_dir=str(tmp_path / "s")))
+    assert res["synthetic_images"] == 40
+    real, info = load_dataset("fashion_mnist", train=True, subset=SMALL["train_subset"])
+    full = load_synthetic(base["synthetic_data"], info)
+    mix = _synthetic_mix(TrainConfig(**base, synthetic_subset=40), real, info, DistInfo())
+    assert torch.equal(mix.dataset.images[len(real):], full.images[:40])
+    assert torch.equal(mix.dataset.labels[len(real):], full.labels[:40])
+    with pytest.raises(ValueError, match="holds 96 images: use at most 96"):
+        train(TrainConfig(**base, synthetic_subset=97, out_dir=str(tmp_path / "t")))
+    with pytest.raises(ValueError, match="synthetic_subset must be >= 1"):
+        TrainConfig(**base, synthetic_subset=0)
