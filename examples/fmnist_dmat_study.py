@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
     p.add_argument("--real", type=int, default=5000, help="real training images (the first N)")
     p.add_argument("--generated", type=int, default=10000, help="generated images per set")
+    p.add_argument("--curve", type=int, nargs="*", default=[2500, 5000],
+                   help="extra cond runs on the first N generated images (robust accuracy vs N); after the rows")
     p.add_argument("--steps", type=int, default=500, help="TRADES steps of batch 128 per run")
     p.add_argument("--fraction", type=float, default=0.7, help="share of generated images in each batch")
     p.add_argument("--eps", type=float, default=0.1, help="l_inf radius of training and evaluation")
@@ -99,6 +101,22 @@ def trades_name(row: str, seed: int) -> str:
     return f"trades-{row}-seed{seed}"
 
 
+def curve_row(n: int) -> str:
+    """The row of the cond run on the first ``n`` generated images."""
+    return f"cond{n}"
+
+
+def row_images(a, row: str) -> int:
+    """Generated images a row trains with."""
+    if row == "real":
+        return 0
+    return int(row[4:]) if row.startswith("cond") and row[4:].isdigit() else a.generated
+
+
+def all_rows(a) -> list[str]:
+    return list(a.rows) + [curve_row(n) for n in a.curve]
+
+
 def plan(a, out: Path) -> list[Step]:
     """Every step of the study, in the order a single worker runs them (dependencies first, seed-major)."""
     labeler = out / "labeler"
@@ -116,8 +134,11 @@ def plan(a, out: Path) -> list[Step]:
         extra = list(trades)
         needs = []
         if row != "real":
-            extra += ["--synthetic-data", str(out / sets[row]), "--synthetic-fraction", str(a.fraction)]
-            needs.append(sets[row])
+            kind = "cond" if row.startswith("cond") else row
+            extra += ["--synthetic-data", str(out / sets[kind]), "--synthetic-fraction", str(a.fraction)]
+            if row != kind:
+                extra += ["--synthetic-subset", str(row_images(a, row))]
+            needs.append(sets[kind])
         name = trades_name(row, seed)
         return Step(name, _train(a, out, name, seed, extra), out / name / "results.json", needs)
 
@@ -137,6 +158,9 @@ def plan(a, out: Path) -> list[Step]:
         for row in a.rows:
             if not (row == "real" and seed == encoder_seed):
                 steps.append(run(row, seed))
+    for seed in a.seeds:
+        for n in a.curve:
+            steps.append(run(curve_row(n), seed))
     return steps
 
 
@@ -222,7 +246,7 @@ def verdict(diffs: list[float]) -> str:
 
 def collect(a, out: Path) -> dict[str, dict[int, dict]]:
     results: dict[str, dict[int, dict]] = {}
-    for row in a.rows:
+    for row in all_rows(a):
         for seed in a.seeds:
             f = out / trades_name(row, seed) / "results.json"
             if f.is_file():
@@ -237,14 +261,14 @@ def make_block(a, out: Path, command: str) -> tuple[str, dict]:
     lines = ["| row | generated images | seeds | " + " | ".join(f"{t} (%)" for _, t in metrics) + " | train s |",
              "|---|---:|---:|" + "---:|" * (len(metrics) + 1)]
     summary: dict[str, dict] = {}
-    for row in a.rows:
+    for row in all_rows(a):
         rs = results.get(row, {})
         if not rs:
             continue
         vals = {k: [v for v in (_acc(r, k) for r in rs.values()) if v is not None] for k, _ in metrics}
         summary[row] = {"seeds": sorted(rs), **vals,
                         "train_seconds": [r["train_seconds"] for r in rs.values()]}
-        gen = 0 if row == "real" else a.generated
+        gen = row_images(a, row)
         lines.append(f"| {row} | {gen:,} | {len(rs)} | " + " | ".join(_ms(vals[k]) for k, _ in metrics)
                      + f" | {statistics.fmean(summary[row]['train_seconds']):.0f} |")
     claims = [
@@ -287,26 +311,38 @@ def make_block(a, out: Path, command: str) -> tuple[str, dict]:
 
 
 def make_figure(a, out: Path, path: Path) -> None:
+    """Left: APGD accuracy vs number of generated images (cond; uncond and contrastive at the full set);
+    right: clean accuracy, the same points. Dots: seeds; lines: means."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = collect(a, out)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for ax, key, title in ((axes[0], "autoattack", "APGD-CE + APGD-T accuracy (%)"),
                            (axes[1], "clean", "clean accuracy (%)")):
-        for i, row in enumerate(r for r in a.rows if r in results):
+        curve = [r for r in ["real", *[curve_row(n) for n in sorted(a.curve)], "cond"] if r in results]
+        xs, means = [], []
+        for row in curve:
             vals = [100 * _acc(res, key) for res in results[row].values()]
-            ax.scatter([i] * len(vals), vals, color="C0", alpha=0.6, s=18)
-            ax.errorbar([i + 0.15], [statistics.fmean(vals)], yerr=[statistics.stdev(vals) if len(vals) > 1 else 0],
-                        fmt="o", color="C3", capsize=3)
-        names = [r for r in a.rows if r in results]
-        ax.set_xticks(range(len(names)), [f"{r}\n({0 if r == 'real' else a.generated:,} gen.)" for r in names])
+            x = row_images(a, row)
+            ax.scatter([x] * len(vals), vals, color="C0", alpha=0.5, s=14)
+            xs.append(x)
+            means.append(statistics.fmean(vals))
+        ax.plot(xs, means, "-o", color="C0", label="class-conditional (no guidance)")
+        for i, row in enumerate(r for r in ("uncond", "contrastive") if r in results):
+            vals = [100 * _acc(res, key) for res in results[row].values()]
+            x = a.generated * (1.03 + 0.03 * i)
+            ax.scatter([x] * len(vals), vals, color=f"C{i + 1}", alpha=0.5, s=14)
+            ax.errorbar([x], [statistics.fmean(vals)], yerr=[statistics.stdev(vals) if len(vals) > 1 else 0],
+                        fmt="s", color=f"C{i + 1}", capsize=3,
+                        label="unconditional + labeller" if row == "uncond" else "contrastive guidance")
+        ax.set_xlabel(f"generated images (with {a.real:,} real; {100 * a.fraction:.0f}% of each batch)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"TRADES on {a.real:,} real Fashion-MNIST images (+ generated), eps {a.eps}; dots: seeds, red: "
-                 "mean ± sd", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"TRADES on Fashion-MNIST, cnn_mlp, {a.steps} steps, eps {a.eps}; dots: seeds", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

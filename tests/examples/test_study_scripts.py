@@ -25,10 +25,13 @@ def study():
 
 
 def test_plan_orders_dependencies_and_shares_the_real_images(study, tmp_path):
-    a = study.parse_args(["--out", str(tmp_path), "--seeds", "0", "1"])
+    a = study.parse_args(["--out", str(tmp_path), "--seeds", "0", "1", "--curve", "2500"])
     steps = study.plan(a, tmp_path)
     names = [s.name for s in steps]
-    assert len(names) == len(set(names)) == 2 + 2 + 4 * 2  # two sets without deps + labeler, 2 sets, 8 runs
+    assert len(names) == len(set(names)) == 2 + 2 + 4 * 2 + 2  # two sets, labeler, 2 sets, 8 runs, 2 curve runs
+    assert names[-2:] == ["trades-cond2500-seed0", "trades-cond2500-seed1"]  # the curve comes last
+    curve = steps[-1].args
+    assert curve[curve.index("--synthetic-subset") + 1] == "2500" and steps[-1].needs == ["gen-cond"]
     for i, s in enumerate(steps):  # a single worker never meets a step whose dependency comes later
         assert all(n in names[:i] for n in s.needs), s.name
     by = {s.name: s for s in steps}
@@ -47,6 +50,9 @@ def test_plan_orders_dependencies_and_shares_the_real_images(study, tmp_path):
         if "--synthetic-data" in args:
             i = args.index("--synthetic-data")
             del args[i:i + 4]
+        if "--synthetic-subset" in args:
+            i = args.index("--synthetic-subset")
+            del args[i:i + 2]
         i = args.index("--out-dir")
         del args[i:i + 2]
         i = args.index("--seed")
@@ -72,8 +78,8 @@ def test_verdicts_need_every_seed_and_two_standard_errors(study):
 
 
 def test_table_reports_paired_differences(study, tmp_path):
-    a = study.parse_args(["--out", str(tmp_path), "--seeds", "0", "1", "2"])
-    aa = {"real": [0.40, 0.42, 0.41], "cond": [0.44, 0.45, 0.46], "uncond": [0.43, 0.47, 0.40],
+    a = study.parse_args(["--out", str(tmp_path), "--seeds", "0", "1", "2", "--figure", str(tmp_path / "f.png")])
+    aa = {"cond2500": [0.42, 0.43, 0.44],"real": [0.40, 0.42, 0.41], "cond": [0.44, 0.45, 0.46], "uncond": [0.43, 0.47, 0.40],
           "contrastive": [0.44, 0.45, 0.46]}
     for row, vals in aa.items():
         for seed, v in enumerate(vals):
@@ -86,3 +92,6 @@ def test_table_reports_paired_differences(study, tmp_path):
     assert claims[("contrastive", "cond")]["diff_aa"] == pytest.approx([0, 0, 0])
     assert "| cond | 10,000 | 3 | 80.00 ± 0.00 | 50.00 ± 1.00 | 45.00 ± 1.00 |" in block
     assert "| DM-Improves-AT | generated data improve adversarial training | cond − real | 4.00 ± 1.00 |" in block
+    assert "| cond2500 | 2,500 | 3 |" in block
+    study.make_figure(a, tmp_path, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 10_000
