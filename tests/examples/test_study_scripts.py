@@ -79,8 +79,8 @@ def test_verdicts_need_every_seed_and_two_standard_errors(study):
 
 def test_table_reports_paired_differences(study, tmp_path):
     a = study.parse_args(["--out", str(tmp_path), "--seeds", "0", "1", "2", "--figure", str(tmp_path / "f.png")])
-    aa = {"cond2500": [0.42, 0.43, 0.44],"real": [0.40, 0.42, 0.41], "cond": [0.44, 0.45, 0.46], "uncond": [0.43, 0.47, 0.40],
-          "contrastive": [0.44, 0.45, 0.46]}
+    aa = {"cond2500": [0.42, 0.43, 0.44], "real": [0.40, 0.42, 0.41], "cond": [0.44, 0.45, 0.46],
+          "uncond": [0.43, 0.47, 0.40], "contrastive": [0.44, 0.45, 0.46]}
     for row, vals in aa.items():
         for seed, v in enumerate(vals):
             _fake_run(tmp_path / study.trades_name(row, seed), seed, 0.80, v)
