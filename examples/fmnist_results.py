@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--doc", default=None, help="markdown file whose results block is replaced (docs/results.md)")
+    p.add_argument("--stage", choices=["all", "table"], default="all",
+                   help="table: only tabulate the runs finished so far (no training; for a study still running)")
     p.add_argument("--train-subset", type=int, default=None, help="(for smoke tests) first N training images")
     p.add_argument("--test-subset", type=int, default=None, help="(for smoke tests) first N test images")
     return p.parse_args(argv)
@@ -160,9 +162,9 @@ def _family(res: dict) -> dict[str, float]:
 
 def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
     families = ["noise", "blur", "weather", "digital"]
-    head = ("| recipe | loss | clean acc. (%) | Fashion-MNIST-C acc. (%) | "
+    head = ("| recipe | loss | seeds | clean acc. (%) | Fashion-MNIST-C acc. (%) | "
             + " | ".join(f"{f} (%)" for f in families) + " |")
-    lines = [head, "|" + "---|" * 2 + "---:|" * (2 + len(families))]
+    lines = [head, "|" + "---|" * 2 + "---:|" * (3 + len(families))]
     summary: dict[str, dict] = {}
     for recipe in a.recipes:
         rs = results.get(recipe, [])
@@ -177,7 +179,8 @@ def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
             "seeds": [r["config"]["seed"] for r in rs],
         }
         summary[recipe] = row
-        lines.append(f"| {recipe} | {rs[0]['recipe_loss']} | {_ms(row['clean'])} | {_ms(row['corruption'])} | "
+        lines.append(f"| {recipe} | {rs[0]['recipe_loss']} | {len(rs)} | {_ms(row['clean'])} | "
+                     f"{_ms(row['corruption'])} | "
                      + " | ".join(_ms(row["families"][f]) for f in families) + " |")
     de_runs = [r["diffaug_ensemble"] for r in results.get("diffaug", []) if "diffaug_ensemble" in r]
     de_note = ""
@@ -193,6 +196,7 @@ def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
         }
         s = summary["diffaug+DE"]
         lines.append(f"| diffaug + DE | mean softmax over DiffAug_t, t in {{{', '.join(map(str, de['timesteps']))}}} | "
+                     f"{len(de_runs)} | "
                      f"{_ms(s['clean'])} | {_ms(s['corruption'])} | "
                      + " | ".join(_ms(s["families"][f]) for f in families) + " |")
         de_note = (f"\nThe DE row is measured on the first {de.get('clean_images', de['images'])} "
@@ -239,8 +243,16 @@ def main(argv=None) -> int:
     jobs = [(r, s) for s in a.seeds for r in COST_ORDER if r in a.recipes]
     results: dict[str, list[dict]] = {}
     reused = 0
+    if a.stage == "table":  # tabulate the finished runs only, start nothing
+        jobs = [(r, s) for r, s in jobs if (out / f"{r}-seed{s}" / "results.json").is_file()]
+        for r, s in jobs:
+            results.setdefault(r, []).append(json.loads((out / f"{r}-seed{s}" / "results.json").read_text()))
+        reused = len(jobs)
+        if not results:
+            print("no finished runs yet")
+            return 1
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        futures = {pool.submit(run_one, a, r, s, out): (r, s) for r, s in jobs}
+        futures = {pool.submit(run_one, a, r, s, out): (r, s) for r, s in jobs if a.stage == "all"}
         for fut, (r, s) in futures.items():
             res, existed = fut.result()
             results.setdefault(r, []).append(res)
