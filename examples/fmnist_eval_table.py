@@ -199,7 +199,7 @@ def report_one(a, folder: Path, sigma: float, first: bool, den) -> dict:
     import torch
 
     from robaug.eval import report
-    from robaug.eval.report_cli import load_run
+    from robaug.recipes.trained import load_trained_model as load_run
 
     torch.set_num_threads(a.threads)
     if not (folder / "results.json").is_file():

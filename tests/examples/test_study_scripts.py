@@ -95,3 +95,32 @@ def test_table_reports_paired_differences(study, tmp_path):
     assert "| cond2500 | 2,500 | 3 |" in block
     study.make_figure(a, tmp_path, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def _robaug_imports(path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "robaug":
+            for alias in node.names:
+                yield node.module, alias.name
+
+
+@pytest.mark.parametrize("path", sorted((SOURCE_ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_every_robaug_name_the_examples_import_exists(path):
+    # the examples import lazily inside functions, so a moved module only fails hours into a study: check them all
+    import importlib
+
+    missing = []
+    for module, name in _robaug_imports(path):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            missing.append(f"{module} ({e})")
+            continue
+        if not hasattr(mod, name):
+            try:
+                importlib.import_module(f"{module}.{name}")
+            except ImportError:
+                missing.append(f"{module}.{name}")
+    assert not missing, f"{path.name} imports names that do not exist: {missing}"
