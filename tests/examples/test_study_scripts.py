@@ -1,6 +1,7 @@
 """The issue-14 study drivers in examples/: the step plan of fmnist_dmat_study.py (dependencies, resumable
 markers, the same commands a rerun would issue) and its claim verdicts and tables on hand-written results."""
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -124,3 +125,20 @@ def test_every_robaug_name_the_examples_import_exists(path):
             except ImportError:
                 missing.append(f"{module}.{name}")
     assert not missing, f"{path.name} imports names that do not exist: {missing}"
+
+
+def test_claims_pair_seeds_and_respect_the_claimed_direction(tmp_path):
+    claims = _load("fmnist_claims")
+    assert claims.verdict([-0.02, -0.03, -0.025], sign=-1) == "held"  # a lower error is the claimed direction
+    assert claims.verdict([-0.02, -0.03, -0.025], sign=+1) == "opposite"
+    table = tmp_path / "table"
+    for recipe, accs in {"baseline": [0.70, 0.72, 0.71], "ipmix": [0.85, 0.86, 0.88]}.items():
+        for seed, acc in enumerate(accs):
+            (table / f"{recipe}-seed{seed}").mkdir(parents=True)
+            (table / f"{recipe}-seed{seed}" / "results.json").write_text(json.dumps({"corruption_accuracy": acc}))
+    diffs = claims.paired(table, "ipmix", "baseline", claims.results("corruption_accuracy"), [0, 1, 2, 3])
+    assert diffs == pytest.approx([0.15, 0.14, 0.17])  # seed 3 is missing in both: left out, not zero
+    a = argparse.Namespace(table=str(table), dmat=str(tmp_path / "dmat"), seeds=[0, 1, 2])
+    block, out = claims.make_block(a)
+    assert "| IPMix | raises corruption accuracy | -C accuracy | ipmix − baseline | +15.33 ± 1.53 | 3 | held |" in block
+    assert {o["verdict"] for o in out if o["paper"] == "DM-Improves-AT"} == {"not measured"}
