@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
 from typing import Callable
 
-BEGIN, END = "<!-- fmnist-claims:begin -->", "<!-- fmnist-claims:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results_doc import replace_block, verdict  # noqa: E402
+
 Metric = Callable[[Path], "float | None"]
 
 
@@ -55,21 +56,6 @@ def report(*keys: str, sigma: float | None = None) -> Metric:
 
 def adversarial(attack: str) -> Metric:
     return lambda run: _value(_json(run / "results.json"), "adversarial", attack, "robust_accuracy")
-
-
-def verdict(diffs: list[float], sign: int) -> str:
-    """``sign`` +1: the claim says the difference is positive; -1: negative (e.g. a lower calibration error)."""
-    if not diffs:
-        return "not measured"
-    if len(diffs) < 2:
-        return "one seed only"
-    d = [sign * x for x in diffs]
-    m, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))
-    if m > 2 * se and all(x > 0 for x in d):
-        return "held"
-    if m < -2 * se and all(x < 0 for x in d):
-        return "opposite"
-    return "within noise"
 
 
 def claims(table: Path, dmat: Path) -> list[tuple]:
@@ -143,15 +129,6 @@ def make_block(a) -> tuple[str, list[dict]]:
     return "\n".join(rows) + "\n", out
 
 
-def write_doc(doc: Path, block: str) -> None:
-    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="runs/fmnist-table", help="--out of fmnist_results.py / fmnist_eval_table.py")
@@ -164,7 +141,7 @@ def main(argv=None) -> int:
     Path(a.table).mkdir(parents=True, exist_ok=True)
     (Path(a.table) / "claims.json").write_text(json.dumps(out, indent=2))
     if a.doc:
-        write_doc(Path(a.doc), block)
+        replace_block(Path(a.doc), "fmnist-claims", block)
         print(f"updated {a.doc}")
     return 0
 

@@ -38,10 +38,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results_doc import mean_sd as _ms  # noqa: E402
+from _results_doc import replace_block, verdict  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "train_classifier.py"
 ROWS = ["real", "cond", "uncond", "contrastive"]
-BEGIN, END = "<!-- fmnist-dmat:begin -->", "<!-- fmnist-dmat:end -->"
 MODEL = ["--model", "cnn_mlp", "--model-kwargs", '{"width": 16}']
 
 
@@ -222,28 +225,6 @@ def _acc(res: dict, key: str) -> float | None:
     return (res.get("adversarial") or {}).get(key, {}).get("robust_accuracy")
 
 
-def _ms(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "n/a"
-    m = statistics.fmean(values)
-    s = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * m:.{digits}f} ± {100 * s:.{digits}f}"
-
-
-def verdict(diffs: list[float]) -> str:
-    """'held' when the mean paired difference is positive and more than twice its standard error over seeds
-    (and every seed agrees), 'did not hold' when it is negative by as much, else 'within noise'."""
-    if len(diffs) < 2:
-        return "one seed only"
-    m = statistics.fmean(diffs)
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
-    if m > 2 * se and all(d > 0 for d in diffs):
-        return "held"
-    if m < -2 * se and all(d < 0 for d in diffs):
-        return "did not hold (the opposite)"
-    return "within noise"
-
-
 def collect(a, out: Path) -> dict[str, dict[int, dict]]:
     results: dict[str, dict[int, dict]] = {}
     for row in all_rows(a):
@@ -349,15 +330,6 @@ def make_figure(a, out: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def write_doc(doc: Path, block: str) -> None:
-    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}")
-
-
 def main(argv=None) -> int:
     a = parse_args(argv)
     out = Path(a.out)
@@ -378,7 +350,7 @@ def main(argv=None) -> int:
         make_figure(a, out, Path(a.figure))
     print(block)
     if a.doc:
-        write_doc(Path(a.doc), block)
+        replace_block(Path(a.doc), "fmnist-dmat", block)
         print(f"updated {a.doc}")
     return 0
 

@@ -37,9 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 import fmnist_results as FR  # noqa: E402  (the training arguments of the first table)
+from _results_doc import mean_sd, replace_block  # noqa: E402
 
 RECIPES = ["baseline", "ipmix", "ipmix_jsd", "diffaug", "diffaug_ipmix_jsd"]
-BEGIN, END = "<!-- fmnist-eval:begin -->", "<!-- fmnist-eval:end -->"
 
 
 def parse_args(argv=None):
@@ -243,12 +243,7 @@ def precompute(a, sigma: float, den) -> None:
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    vals = [scale * v for v in values if v is not None]
-    if not vals:
-        return "n/a"
-    m = statistics.fmean(vals)
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+    return mean_sd(values, scale, digits)
 
 
 def _load_reports(a) -> tuple[dict[str, list[dict]], dict[str, dict[str, list[dict]]]]:
@@ -381,17 +376,6 @@ def make_block(a, main_reps: dict[str, list[dict]], cert: dict[str, dict[str, li
     return "\n".join(out)
 
 
-def write_doc(doc: Path, block: str) -> None:
-    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    from robaug._core.io import atomic_write_bytes
-
-    atomic_write_bytes(doc, f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}".encode())
-
-
 def main(argv=None) -> int:
     a = parse_args(argv)
     t_start = time.perf_counter()
@@ -452,7 +436,7 @@ def main(argv=None) -> int:
         (out / "table.md").write_text(block)
         print(block)
         if a.doc:
-            write_doc(Path(a.doc), block)
+            replace_block(Path(a.doc), "fmnist-eval", block)
             print(f"updated {a.doc}")
     return 0
 

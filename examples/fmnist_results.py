@@ -32,11 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+from _results_doc import mean_sd as _ms  # noqa: E402
+from _results_doc import replace_block  # noqa: E402
+
 TRAIN = ROOT / "examples" / "train_classifier.py"
 RECIPES = ["baseline", "ipmix", "ipmix_jsd", "diffaug", "diffaug_ipmix_jsd"]
 # longest first, so that the parallel jobs finish together
 COST_ORDER = ["diffaug_ipmix_jsd", "diffaug", "ipmix_jsd", "ipmix", "baseline"]
-BEGIN, END = "<!-- fmnist-results:begin -->", "<!-- fmnist-results:end -->"
 
 
 def parse_args(argv=None):
@@ -143,14 +146,6 @@ def measure_costs(a) -> str:
     return "\n".join(lines)
 
 
-def _ms(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    m = 100 * statistics.fmean(values)
-    s = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.2f} ± {s:.2f}"
-
-
 def _family(res: dict) -> dict[str, float]:
     from robaug.eval.corruptions import CORRUPTION_FAMILIES
 
@@ -220,16 +215,6 @@ def make_tables(a, results: dict[str, list[dict]]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n" + de_note, {"summary": summary, "per_corruption_table": "\n".join(per)}
 
 
-def write_doc(doc: Path, block: str) -> None:
-    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}")
-
-
 def main(argv=None) -> int:
     a = parse_args(argv)
     out = Path(a.out)
@@ -287,7 +272,7 @@ def main(argv=None) -> int:
     (out / "summary.json").write_text(json.dumps({"wall_seconds": wall, "command": command, **extra}, indent=2))
     print(block)
     if a.doc:
-        write_doc(Path(a.doc), block)
+        replace_block(Path(a.doc), "fmnist-results", block)
         print(f"updated {a.doc}")
     return 0
 

@@ -13,6 +13,7 @@ from _paths import SOURCE_ROOT  # noqa: E402
 
 
 def _load(name):
+    sys.path.insert(0, str(SOURCE_ROOT / "examples"))  # the scripts share examples/_results_doc.py
     spec = importlib.util.spec_from_file_location(name, SOURCE_ROOT / "examples" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # dataclasses look their module up
@@ -72,7 +73,7 @@ def _fake_run(folder, seed, clean, aa):
 
 def test_verdicts_need_every_seed_and_two_standard_errors(study):
     assert study.verdict([0.02, 0.03, 0.025]) == "held"
-    assert study.verdict([-0.02, -0.03, -0.025]).startswith("did not hold")
+    assert study.verdict([-0.02, -0.03, -0.025]) == "opposite"
     assert study.verdict([0.05, -0.01, 0.02]) == "within noise"  # one seed disagrees
     assert study.verdict([0.01, 0.05, 0.0001]) == "within noise"  # mean 0.02, se 0.0143: under 2 se
     assert study.verdict([0.02]) == "one seed only"
@@ -142,3 +143,14 @@ def test_claims_pair_seeds_and_respect_the_claimed_direction(tmp_path):
     block, out = claims.make_block(a)
     assert "| IPMix | raises corruption accuracy | -C accuracy | ipmix − baseline | +15.33 ± 1.53 | 3 | held |" in block
     assert {o["verdict"] for o in out if o["paper"] == "DM-Improves-AT"} == {"not measured"}
+
+
+def test_replace_block_keeps_the_page_around_the_markers(tmp_path):
+    doc_mod = _load("_results_doc")
+    doc = tmp_path / "results.md"
+    doc.write_text("intro\n<!-- t:begin -->\nold\n<!-- t:end -->\noutro\n")
+    doc_mod.replace_block(doc, "t", "new\n")
+    assert doc.read_text() == "intro\n<!-- t:begin -->\nnew\n<!-- t:end -->\noutro\n"
+    doc_mod.replace_block(doc, "u", "second")  # missing markers: appended
+    assert doc.read_text().endswith("outro\n\n<!-- u:begin -->\nsecond\n<!-- u:end -->\n")
+    assert doc_mod.mean_sd([0.5, 0.7]) == "60.00 ± 14.14" and doc_mod.mean_sd([]) == "n/a"
