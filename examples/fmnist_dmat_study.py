@@ -12,7 +12,8 @@ differ only in the generated images mixed into every batch (70% of it, as in the
     uncond        10,000 images of the same model sampled without a class (its null label), labelled by a
                   standard classifier (DM-Improves-AT's unconditional arm)
     contrastive   the cond images' seeds and classes, sampled with contrastive guidance (Contrastive-DP: hard-negative
-                  loss on an adversarially trained encoder, the real row's seed-0 model, for t >= 400 of 1000)
+                  loss on an adversarially trained encoder, the real row's seed-0 model, for t >= 400 of 1000;
+                  scale 3000 in x0 space, chosen by examples/contrastive_scale_sweep.py)
 
 All sets use the same sampler (Heun, 10 steps = 19 network evaluations, bfloat16 weights). Each model is evaluated
 on the 10,000 clean test images, PGD-20 and AutoAttack's APGD-CE + APGD-T (9 targets, 100 iterations, the
@@ -63,7 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--adv-images", type=int, default=2000, help="test images attacked (the first N)")
     p.add_argument("--gen-steps", type=int, default=10, help="Heun steps of the sampler (2N - 1 evaluations)")
     p.add_argument("--gen-batch", type=int, default=250, help="images per sampler call (the contrastive batch)")
-    p.add_argument("--contrastive-scale", type=float, default=100.0)
+    p.add_argument("--contrastive-scale", type=float, default=3000.0,
+                   help="x0-space guidance scale; 100 (robaug's default) changed the images by 0.7 grey levels here, "
+                        "see examples/contrastive_scale_sweep.py")
     p.add_argument("--contrastive-sigma-min", type=float, default=2.04,
                    help="guide only for sigma >= this (2.04 = t 400 of the model's 1000-step schedule, as the paper)")
     p.add_argument("--jobs", type=int, default=1, help="steps in parallel (each one process)")
