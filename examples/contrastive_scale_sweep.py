@@ -5,8 +5,8 @@ guidance's), compared with the unguided images: mean change in grey levels, agre
 with the conditioning class (fidelity) and the mean nearest-neighbour distance inside the batch (how
 distinguishable the samples are, what Contrastive-DP wants to raise). Writes a table and an image grid.
 
-    OMP_NUM_THREADS=1 python examples/contrastive_scale_sweep.py --study runs/fmnist-dmat --out runs/contrastive-sweep \\
-        --figure docs/img/contrastive_scale.png
+    OMP_NUM_THREADS=1 python examples/contrastive_scale_sweep.py --study runs/fmnist-dmat \\
+        --out runs/contrastive-sweep --figure docs/img/contrastive_scale.png
 """
 
 from __future__ import annotations
