@@ -137,6 +137,8 @@ def main(argv=None) -> int:
     p.add_argument("--doc", default=None, help="markdown file whose fmnist-claims block is replaced")
     a = p.parse_args(argv)
     block, out = make_block(a)
+    command = "python examples/fmnist_claims.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    block = f"Measured by\n\n```bash\n{command}\n```\n\n{block}"
     print(block)
     Path(a.table).mkdir(parents=True, exist_ok=True)
     (Path(a.table) / "claims.json").write_text(json.dumps(out, indent=2))
