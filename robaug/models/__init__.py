@@ -1,5 +1,6 @@
 """Classifier architectures used by the recipes: PreAct-ResNet-18, WideResNets, a small ViT, torchvision's
-ResNet-50 / ViT-B/16, a tiny CNN and a two-block CNN with an MLP head for CPU runs. Build them by name with :func:`create_model`."""
+ResNet-50 / ViT-B/16, a tiny CNN and a two-block CNN with an MLP head for CPU runs. Build them by name with
+:func:`create_model`."""
 
 from .cnn_mlp import CNNMLP
 from .preact_resnet import PreActResNet, preact_resnet18
