@@ -222,9 +222,6 @@ def run_generate(args: argparse.Namespace) -> dict:
             raise ValueError(f"--num-classes {args.num_classes}: the model {args.model} has {model_nc} classes; use "
                              f"--num-classes <= {model_nc} or leave it out")
         nc = args.num_classes if args.num_classes is not None else model_nc
-        if args.unconditional and model_nc is not None and getattr(denoiser, "null_label", None) is None:
-            raise ValueError(f"--unconditional: the model {args.model} is class-conditional without a null label "
-                             "(it was not trained with label dropout), so it cannot sample without a class")
         in_ch = int(denoiser.in_channels)
         kw: dict[str, Any] = dict(
             num_steps=args.steps, solver=args.solver, sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,

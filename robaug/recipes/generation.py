@@ -168,6 +168,9 @@ def generate_dataset(
             raise ValueError("unconditional=True samples without classes: leave num_classes out")
         if filter_classifier is None:
             raise ValueError("unconditional=True needs filter_classifier (its prediction labels each image)")
+        if model_classes is not None and getattr(denoiser, "null_label", None) is None:
+            raise ValueError("unconditional=True: the model is class-conditional without a null label (it was not "
+                             "trained with label dropout), so it cannot sample without a class")
     elif num_classes is None:
         num_classes = model_classes
     elif int(num_classes) < 1:
