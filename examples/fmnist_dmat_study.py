@@ -14,6 +14,9 @@ differ only in the generated images mixed into every batch (70% of it, as in the
     contrastive   the cond images' seeds and classes, sampled with contrastive guidance (Contrastive-DP: hard-negative
                   loss on an adversarially trained encoder, the real row's seed-0 model, for t >= 400 of 1000;
                   scale 3000 in x0 space, chosen by examples/contrastive_scale_sweep.py)
+    filtered      DM-Improves-AT's confidence filter: 10,000 cond-sampled images (the same seeds), of which the
+                  half a standard classifier is most confident in, per class, are kept (5,000; compare with cond5000,
+                  the first 5,000 unfiltered images)
 
 All sets use the same sampler (Heun, 10 steps = 19 network evaluations, bfloat16 weights). Each model is evaluated
 on the 10,000 clean test images, PGD-20 and AutoAttack's APGD-CE + APGD-T (9 targets, 100 iterations, the
@@ -45,7 +48,7 @@ from _results_doc import replace_block, verdict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "train_classifier.py"
-ROWS = ["real", "cond", "uncond", "contrastive"]
+ROWS = ["real", "cond", "uncond", "contrastive", "filtered"]
 MODEL = ["--model", "cnn_mlp", "--model-kwargs", '{"width": 16}']
 
 
@@ -58,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--generated", type=int, default=10000, help="generated images per set")
     p.add_argument("--curve", type=int, nargs="*", default=[2500, 5000],
                    help="extra cond runs on the first N generated images (robust accuracy vs N); after the rows")
+    p.add_argument("--keep-fraction", type=float, default=0.5,
+                   help="filtered row: share of the generated set kept per class by the labeller's confidence")
     p.add_argument("--steps", type=int, default=500, help="TRADES steps of batch 128 per run")
     p.add_argument("--fraction", type=float, default=0.7, help="share of generated images in each batch")
     p.add_argument("--eps", type=float, default=0.1, help="l_inf radius of training and evaluation")
@@ -116,6 +121,8 @@ def row_images(a, row: str) -> int:
     """Generated images a row trains with."""
     if row == "real":
         return 0
+    if row == "filtered":
+        return round(a.keep_fraction * a.generated)
     return int(row[4:]) if row.startswith("cond") and row[4:].isdigit() else a.generated
 
 
@@ -134,7 +141,7 @@ def plan(a, out: Path) -> list[Step]:
     trades = ["--preset", "fmnist-trades-cpu", "--train-subset", str(a.real), "--steps", str(a.steps),
               "--trades-eps", str(a.eps), "--eval-pgd", f"{a.eps},20", "--eval-autoattack", str(a.eps),
               "--eval-autoattack-attacks", "apgd-ce,apgd-t", "--eval-adv-images", str(a.adv_images)]
-    sets = {"cond": "gen-cond", "uncond": "gen-uncond", "contrastive": "gen-contrastive"}
+    sets = {"cond": "gen-cond", "uncond": "gen-uncond", "contrastive": "gen-contrastive", "filtered": "gen-filtered"}
 
     def run(row: str, seed: int) -> Step:
         extra = list(trades)
@@ -160,6 +167,10 @@ def plan(a, out: Path) -> list[Step]:
             "--contrastive-scale", str(a.contrastive_scale),
             "--contrastive-sigma-min", str(a.contrastive_sigma_min)]).args,
             out / "gen-contrastive" / "done.json", [trades_name("real", encoder_seed)]))
+    if "filtered" in a.rows:  # the cond command plus the filter: the same images, a selection by confidence
+        steps.append(Step("gen-filtered", _generate(a, out, "gen-filtered", [
+            "--filter-classifier", str(labeler), "--keep-fraction", str(a.keep_fraction)]).args,
+            out / "gen-filtered" / "done.json", ["labeler"]))
     for seed in a.seeds:
         for row in a.rows:
             if not (row == "real" and seed == encoder_seed):
@@ -260,6 +271,8 @@ def make_block(a, out: Path, command: str) -> tuple[str, dict]:
         ("DM-Improves-AT", "class-conditional generation beats unconditional", "cond", "uncond"),
         ("Contrastive-DP", "contrastive guidance makes generated data more useful for robust training",
          "contrastive", "cond"),
+        ("DM-Improves-AT", "keeping the images a classifier is most confident in helps (same number of images)",
+         "filtered", curve_row(row_images(a, "filtered"))),
     ]
     claim_lines = ["| paper | claim | comparison | paired difference, AutoAttack (points) | clean (points) | "
                    "seeds | verdict |", "|---|---|---|---:|---:|---:|---|"]
@@ -315,13 +328,14 @@ def make_figure(a, out: Path, path: Path) -> None:
             xs.append(x)
             means.append(statistics.fmean(vals))
         ax.plot(xs, means, "-o", color="C0", label="class-conditional (no guidance)")
-        for i, row in enumerate(r for r in ("uncond", "contrastive") if r in results):
+        for i, row in enumerate(r for r in ("uncond", "contrastive", "filtered") if r in results):
             vals = [100 * _acc(res, key) for res in results[row].values()]
-            x = a.generated * (1.03 + 0.03 * i)
+            x = row_images(a, row) * (1.03 + 0.03 * i)
             ax.scatter([x] * len(vals), vals, color=f"C{i + 1}", alpha=0.5, s=14)
             ax.errorbar([x], [statistics.fmean(vals)], yerr=[statistics.stdev(vals) if len(vals) > 1 else 0],
                         fmt="s", color=f"C{i + 1}", capsize=3,
-                        label="unconditional + labeller" if row == "uncond" else "contrastive guidance")
+                        label={"uncond": "unconditional + labeller", "contrastive": "contrastive guidance",
+                               "filtered": f"top {100 * a.keep_fraction:.0f}% by confidence"}[row])
         ax.set_xlabel(f"generated images (with {a.real:,} real; {100 * a.fraction:.0f}% of each batch)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)

@@ -30,7 +30,8 @@ def test_plan_orders_dependencies_and_shares_the_real_images(study, tmp_path):
     a = study.parse_args(["--out", str(tmp_path), "--seeds", "0", "1", "--curve", "2500"])
     steps = study.plan(a, tmp_path)
     names = [s.name for s in steps]
-    assert len(names) == len(set(names)) == 2 + 2 + 4 * 2 + 2  # two sets, labeler, 2 sets, 8 runs, 2 curve runs
+    # the cond set and the labeller, 3 more sets, 5 rows x 2 seeds, 2 curve runs
+    assert len(names) == len(set(names)) == 2 + 3 + 5 * 2 + 2
     assert names[-2:] == ["trades-cond2500-seed0", "trades-cond2500-seed1"]  # the curve comes last
     curve = steps[-1].args
     assert curve[curve.index("--synthetic-subset") + 1] == "2500" and steps[-1].needs == ["gen-cond"]
@@ -44,6 +45,12 @@ def test_plan_orders_dependencies_and_shares_the_real_images(study, tmp_path):
     same_folder = [str(tmp_path / "gen-cond") if x == str(tmp_path / "gen-contrastive") else x for x in gc]
     assert same_folder[:len(gcond)] == gcond and len(gc) > len(gcond)
     assert "--unconditional" in by["gen-uncond"].args and by["gen-uncond"].needs == ["labeler"]
+    # the filtered set: the cond command (same seeds, so the same images) plus the labeller's confidence filter
+    gf = by["gen-filtered"].args
+    assert [str(tmp_path / "gen-cond") if x == str(tmp_path / "gen-filtered") else x for x in gf][:len(gcond)] == gcond
+    assert gf[len(gcond):] == ["--filter-classifier", str(tmp_path / "labeler"), "--keep-fraction", "0.5"]
+    assert by["gen-filtered"].needs == ["labeler"] and by["trades-filtered-seed1"].needs == ["gen-filtered"]
+    assert study.row_images(a, "filtered") == 5000
     # every TRADES row trains on the same real subset with the same budget; only the generated set differs
     runs = [s for s in steps if s.name.startswith("trades-")]
     strip = []
@@ -82,7 +89,8 @@ def test_verdicts_need_every_seed_and_two_standard_errors(study):
 def test_table_reports_paired_differences(study, tmp_path):
     a = study.parse_args(["--out", str(tmp_path), "--seeds", "0", "1", "2", "--figure", str(tmp_path / "f.png")])
     aa = {"cond2500": [0.42, 0.43, 0.44], "real": [0.40, 0.42, 0.41], "cond": [0.44, 0.45, 0.46],
-          "uncond": [0.43, 0.47, 0.40], "contrastive": [0.44, 0.45, 0.46]}
+          "uncond": [0.43, 0.47, 0.40], "contrastive": [0.44, 0.45, 0.46], "cond5000": [0.43, 0.44, 0.45],
+          "filtered": [0.45, 0.47, 0.46]}
     for row, vals in aa.items():
         for seed, v in enumerate(vals):
             _fake_run(tmp_path / study.trades_name(row, seed), seed, 0.80, v)
@@ -92,6 +100,9 @@ def test_table_reports_paired_differences(study, tmp_path):
     assert claims[("cond", "real")]["verdict"] == "held"
     assert claims[("cond", "uncond")]["verdict"] == "within noise"
     assert claims[("contrastive", "cond")]["diff_aa"] == pytest.approx([0, 0, 0])
+    # the filter is judged against the same number of unfiltered images, not against the full set
+    assert claims[("filtered", "cond5000")]["diff_aa"] == pytest.approx([0.02, 0.03, 0.01])
+    assert "| filtered | 5,000 | 3 |" in block
     assert "| cond | 10,000 | 3 | 80.00 ± 0.00 | 50.00 ± 1.00 | 45.00 ± 1.00 |" in block
     assert "| DM-Improves-AT | generated data improve adversarial training | cond − real | 4.00 ± 1.00 |" in block
     assert "| cond2500 | 2,500 | 3 |" in block
