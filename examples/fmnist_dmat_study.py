@@ -81,7 +81,10 @@ def parse_args(argv=None):
     p.add_argument("--figure", default=None, help="PNG of robust accuracy per row and seed")
     p.add_argument("--test-subset", type=int, default=None, help="(for smoke tests) first N test images")
     p.add_argument("--dry-run", action="store_true", help="print the steps' commands and exit")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if not 0.0 < a.keep_fraction <= 1.0:  # NaN fails too
+        p.error(f"--keep-fraction must lie in (0, 1], got {a.keep_fraction}")
+    return a
 
 
 @dataclass

@@ -51,6 +51,9 @@ def test_plan_orders_dependencies_and_shares_the_real_images(study, tmp_path):
     assert gf[len(gcond):] == ["--filter-classifier", str(tmp_path / "labeler"), "--keep-fraction", "0.5"]
     assert by["gen-filtered"].needs == ["labeler"] and by["trades-filtered-seed1"].needs == ["gen-filtered"]
     assert study.row_images(a, "filtered") == 5000
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(SystemExit):
+            study.parse_args(["--keep-fraction", bad])
     # every TRADES row trains on the same real subset with the same budget; only the generated set differs
     runs = [s for s in steps if s.name.startswith("trades-")]
     strip = []
