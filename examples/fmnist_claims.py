@@ -61,6 +61,8 @@ def adversarial(attack: str) -> Metric:
 def claims(table: Path, dmat: Path) -> list[tuple]:
     """(paper, claim, metric label, method folder prefix, reference prefix, metric, sign, root, scale)."""
     cert = "certified_accuracy"
+    # the filtered set is judged against the same number of unfiltered images (the study's cond<N> run)
+    kept = int(((_json(dmat / "gen-filtered" / "manifest.json") or {}).get("selection") or {}).get("count", 5000))
     return [
         ("IPMix", "raises corruption accuracy", "-C accuracy", "ipmix", "baseline",
          results("corruption_accuracy"), +1, table),
@@ -92,8 +94,8 @@ def claims(table: Path, dmat: Path) -> list[tuple]:
          "trades-uncond", adversarial("autoattack"), +1, dmat),
         ("Contrastive-DP", "contrastive guidance raises robust accuracy", "APGD-CE + APGD-T accuracy",
          "trades-contrastive", "trades-cond", adversarial("autoattack"), +1, dmat),
-        ("DM-Improves-AT", "filtering by classifier confidence helps", "APGD-CE + APGD-T acc. (5,000 images)",
-         "trades-filtered", "trades-cond5000", adversarial("autoattack"), +1, dmat),
+        ("DM-Improves-AT", "filtering by classifier confidence helps", f"APGD-CE + APGD-T acc. ({kept:,} images)",
+         "trades-filtered", f"trades-cond{kept}", adversarial("autoattack"), +1, dmat),
     ]
 
 
